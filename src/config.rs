@@ -1,0 +1,131 @@
+//! Typed settings: every flag is also an environment variable (`RESUMABLE_*`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// The largest size SQLite's signed 64-bit integers can hold.
+pub const MAX_REPRESENTABLE_SIZE: u64 = i64::MAX as u64;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "resumable", version, about = "A resumable file upload service")]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "RESUMABLE_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+
+    /// Directory for the SQLite database and the uploaded bytes.
+    #[arg(long, env = "RESUMABLE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL; defaults to sqlite://<data-dir>/uploads.db.
+    #[arg(long, env = "RESUMABLE_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Largest upload accepted, in bytes; K, M, G and T mean powers of 1024.
+    #[arg(long, env = "RESUMABLE_MAX_UPLOAD_SIZE", value_parser = parse_size)]
+    pub max_upload_size: Option<u64>,
+
+    /// How long an incomplete upload may sit idle before it is deleted (90s, 30m, 24h).
+    #[arg(long, env = "RESUMABLE_EXPIRE_AFTER", default_value = "24h", value_parser = parse_duration)]
+    pub expire_after: Duration,
+
+    /// An origin allowed to open WebSockets and make cross-origin requests (repeatable).
+    #[arg(
+        long = "allowed-origin",
+        env = "RESUMABLE_ALLOWED_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// The public base URL (e.g. https://files.example.com); when set, Location is absolute.
+    #[arg(long, env = "RESUMABLE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+impl Config {
+    /// The database URL in force: the flag, or the SQLite file inside the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("uploads.db").display()),
+        }
+    }
+
+    /// Settings for tests and embedding: defaults with the given data directory and port 0.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Config::parse_from(["resumable", "--bind", "127.0.0.1:0"]).with_data_dir(data_dir)
+    }
+
+    fn with_data_dir(mut self, data_dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = data_dir.into();
+        self
+    }
+}
+
+/// Parses `1048576`, `512K`, `10M`, `4G`, `1T` (powers of 1024; an optional trailing `B` or `iB`).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let upper = trimmed.to_ascii_uppercase();
+    let without_b = upper
+        .strip_suffix("IB")
+        .or_else(|| upper.strip_suffix('B'))
+        .unwrap_or(&upper);
+    let (digits, shift) = match without_b.chars().last() {
+        Some('K') => (&without_b[..without_b.len() - 1], 10),
+        Some('M') => (&without_b[..without_b.len() - 1], 20),
+        Some('G') => (&without_b[..without_b.len() - 1], 30),
+        Some('T') => (&without_b[..without_b.len() - 1], 40),
+        _ => (without_b, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "`{text}` is not a size such as 1048576, 512K, 10M, 4G or 1T"
+        ));
+    }
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is too large"))?;
+    value
+        .checked_mul(1u64 << shift)
+        .filter(|bytes| *bytes <= MAX_REPRESENTABLE_SIZE)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Parses durations such as `90s`, `30m`, `24h`, `1h 30m`; zero is refused.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration such as 90s, 30m or 24h: {e}"))?;
+    if duration.is_zero() {
+        return Err("the duration must be longer than zero".into());
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_use_powers_of_1024() {
+        assert_eq!(parse_size("1048576"), Ok(1_048_576));
+        assert_eq!(parse_size("512K"), Ok(512 * 1024));
+        assert_eq!(parse_size("10m"), Ok(10 << 20));
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("1TiB"), Ok(1 << 40));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("1.5G").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn durations_parse_and_zero_is_refused() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

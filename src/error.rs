@@ -1,0 +1,150 @@
+//! The one place where errors become HTTP: a status, a stable `error` code and a JSON body.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::upload::UploadError;
+
+/// Everything a handler can fail with: the engine's errors and the HTTP layer's own.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+    /// A missing or malformed header, field or query value.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("the request body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("the range is outside the {len}-byte file")]
+    RangeNotSatisfiable { len: u64 },
+    #[error("no such resource")]
+    RouteNotFound,
+    #[error("this method is not allowed here")]
+    MethodNotAllowed,
+    #[error("unhealthy: {0}")]
+    Unhealthy(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The stable machine-readable code of API.md.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Upload(e) => upload_code(e),
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::BodyTooLarge(_) => "body_too_large",
+            ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            ApiError::RouteNotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unhealthy(_) => "unhealthy",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    fn received(&self) -> Option<u64> {
+        match self {
+            ApiError::Upload(e) => e.received(),
+            _ => None,
+        }
+    }
+}
+
+fn upload_code(error: &UploadError) -> &'static str {
+    match error {
+        UploadError::NotFound => "not_found",
+        UploadError::Gone(_) => "gone",
+        UploadError::InvalidName(_) => "invalid_name",
+        UploadError::TooLarge { .. } => "too_large",
+        UploadError::OffsetMismatch { .. } => "offset_mismatch",
+        UploadError::NotUploading { .. } => "not_uploading",
+        UploadError::LengthMismatch { .. } => "length_mismatch",
+        UploadError::LengthBelowReceived { .. } => "invalid_length",
+        UploadError::ChecksumMismatch { .. } => "checksum_mismatch",
+        UploadError::ChecksumIncomplete { .. } => "checksum_incomplete",
+        UploadError::Sha256Mismatch { .. } => "sha256_mismatch",
+        UploadError::BodyIncomplete => "incomplete_body",
+        UploadError::NotComplete { .. } => "not_complete",
+        UploadError::Superseded { .. } => "superseded",
+        UploadError::ShuttingDown { .. } => "shutting_down",
+        UploadError::Storage(e) if e.is_out_of_space() => "insufficient_storage",
+        UploadError::Storage(_) => "storage_error",
+        UploadError::Db(_) => "database_error",
+        UploadError::Internal(_) => "internal_error",
+    }
+}
+
+fn upload_status(error: &UploadError) -> StatusCode {
+    match error {
+        UploadError::NotFound => StatusCode::NOT_FOUND,
+        UploadError::Gone(_) => StatusCode::GONE,
+        UploadError::InvalidName(_)
+        | UploadError::LengthBelowReceived { .. }
+        | UploadError::ChecksumIncomplete { .. }
+        | UploadError::BodyIncomplete => StatusCode::BAD_REQUEST,
+        UploadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        UploadError::OffsetMismatch { .. }
+        | UploadError::NotUploading { .. }
+        | UploadError::LengthMismatch { .. }
+        | UploadError::NotComplete { .. }
+        | UploadError::Superseded { .. } => StatusCode::CONFLICT,
+        // tus' checksum extension: 460 Checksum Mismatch.
+        UploadError::ChecksumMismatch { .. } => {
+            StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST)
+        }
+        UploadError::Sha256Mismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        UploadError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        UploadError::Storage(e) if e.is_out_of_space() => StatusCode::INSUFFICIENT_STORAGE,
+        UploadError::Storage(_) | UploadError::Db(_) | UploadError::Internal(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Upload(e) => upload_status(e),
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unhealthy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            tracing::error!(error = %self, source = ?std::error::Error::source(self), "request failed");
+        }
+        let mut body = json!({ "error": self.code(), "message": self.to_string() });
+        let mut response = HttpResponse::build(status);
+        response.insert_header((header::CACHE_CONTROL, "no-store"));
+        if let Some(received) = self.received() {
+            body["received"] = json!(received);
+            response.insert_header(("Upload-Offset", received.to_string()));
+        }
+        if let ApiError::Upload(UploadError::Sha256Mismatch { status, .. }) = self {
+            body["status"] = json!(status);
+        }
+        if let ApiError::RangeNotSatisfiable { len } = self {
+            response.insert_header((header::CONTENT_RANGE, format!("bytes */{len}")));
+        }
+        response.json(body)
+    }
+}

@@ -1,0 +1,199 @@
+//! Strict parsers for the request headers of API.md. Bad values become 400s with their code.
+
+use actix_web::http::header::HeaderMap;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
+use crate::config::MAX_REPRESENTABLE_SIZE;
+use crate::error::ApiError;
+use crate::upload::{Algorithm, ChunkChecksum};
+
+/// A byte count: decimal digits only, no sign, spaces or exponent, at most 2^63 - 1.
+pub fn parse_count(text: &str) -> Option<u64> {
+    if text.is_empty() || text.len() > 19 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<u64>()
+        .ok()
+        .filter(|n| *n <= MAX_REPRESENTABLE_SIZE)
+}
+
+/// An optional byte-count header; present but malformed is `code`.
+pub fn optional_count(
+    headers: &HeaderMap,
+    name: &str,
+    code: &'static str,
+) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(parse_count)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                code,
+                format!("{name} must be a non-negative decimal integer"),
+            )
+        })
+}
+
+pub fn required_count(
+    headers: &HeaderMap,
+    name: &str,
+    code: &'static str,
+) -> Result<u64, ApiError> {
+    optional_count(headers, name, code)?
+        .ok_or_else(|| ApiError::bad_request(code, format!("the {name} header is required")))
+}
+
+/// The per-chunk checksum, from tus `Upload-Checksum` or RFC 9530 `Content-Digest`.
+pub fn chunk_checksum(headers: &HeaderMap) -> Result<Option<ChunkChecksum>, ApiError> {
+    if let Some(value) = headers.get("Upload-Checksum") {
+        let text = value.to_str().unwrap_or_default();
+        return upload_checksum(text).map(Some);
+    }
+    if let Some(value) = headers.get("Content-Digest") {
+        let text = value.to_str().unwrap_or_default();
+        return content_digest(text).map(Some);
+    }
+    Ok(None)
+}
+
+fn invalid_checksum(message: &str) -> ApiError {
+    ApiError::bad_request("invalid_checksum", message)
+}
+
+/// `Upload-Checksum: <algorithm> <base64 digest>`.
+fn upload_checksum(text: &str) -> Result<ChunkChecksum, ApiError> {
+    let (name, encoded) = text
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| invalid_checksum("Upload-Checksum is `<algorithm> <base64 digest>`"))?;
+    let algorithm = Algorithm::from_tus_name(name).ok_or_else(|| {
+        ApiError::bad_request(
+            "unsupported_checksum_algorithm",
+            format!("checksum algorithm `{name}` is not supported; use sha1 or sha256"),
+        )
+    })?;
+    let digest = STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| invalid_checksum("the Upload-Checksum digest is not valid base64"))?;
+    ChunkChecksum::new(algorithm, digest)
+        .ok_or_else(|| invalid_checksum("the Upload-Checksum digest has the wrong length"))
+}
+
+/// `Content-Digest: sha-256=:<base64>:` (RFC 9530); other algorithms listed beside it are
+/// ignored, as the RFC allows, but one we can check must be there.
+fn content_digest(text: &str) -> Result<ChunkChecksum, ApiError> {
+    for member in text.split(',') {
+        let Some((key, value)) = member.trim().split_once('=') else {
+            return Err(invalid_checksum(
+                "Content-Digest is a dictionary such as sha-256=:<base64>:",
+            ));
+        };
+        if !key.trim().eq_ignore_ascii_case("sha-256") {
+            continue;
+        }
+        let encoded = value
+            .trim()
+            .strip_prefix(':')
+            .and_then(|v| v.strip_suffix(':'))
+            .ok_or_else(|| {
+                invalid_checksum("the Content-Digest value is a byte sequence, :<base64>:")
+            })?;
+        let digest = STANDARD
+            .decode(encoded)
+            .map_err(|_| invalid_checksum("the Content-Digest digest is not valid base64"))?;
+        return ChunkChecksum::new(Algorithm::Sha256, digest).ok_or_else(|| {
+            invalid_checksum("the Content-Digest sha-256 digest has the wrong length")
+        });
+    }
+    Err(ApiError::bad_request(
+        "unsupported_checksum_algorithm",
+        "Content-Digest names no algorithm this server checks; send sha-256",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::{HeaderName, HeaderValue};
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn counts_are_strict_decimals() {
+        assert_eq!(parse_count("0"), Some(0));
+        assert_eq!(parse_count("1234"), Some(1234));
+        assert_eq!(parse_count("9223372036854775807"), Some(i64::MAX as u64));
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            "1e3",
+            " 5",
+            "5 ",
+            "0x10",
+            "1.0",
+            "18446744073709551616",
+            "9223372036854775808",
+        ] {
+            assert_eq!(parse_count(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn offset_header_is_required_and_strict() {
+        let missing = required_count(&headers(&[]), "upload-offset", "invalid_offset");
+        assert_eq!(missing.unwrap_err().code(), "invalid_offset");
+        let bad = required_count(
+            &headers(&[("upload-offset", "-1")]),
+            "upload-offset",
+            "invalid_offset",
+        );
+        assert_eq!(bad.unwrap_err().code(), "invalid_offset");
+        let good = required_count(
+            &headers(&[("upload-offset", "42")]),
+            "upload-offset",
+            "invalid_offset",
+        );
+        assert_eq!(good.unwrap(), 42);
+    }
+
+    #[test]
+    fn checksums_parse_from_both_headers() {
+        let sha256_of_abc = "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=";
+        let tus = chunk_checksum(&headers(&[(
+            "upload-checksum",
+            &format!("sha256 {sha256_of_abc}"),
+        )]));
+        assert_eq!(tus.unwrap().unwrap().algorithm, Algorithm::Sha256);
+        let rfc = chunk_checksum(&headers(&[(
+            "content-digest",
+            &format!("md5=:abc=:, sha-256=:{sha256_of_abc}:"),
+        )]));
+        assert_eq!(rfc.unwrap().unwrap().expected.len(), 32);
+        let unknown = chunk_checksum(&headers(&[("upload-checksum", "md5 AAAA")]));
+        assert_eq!(
+            unknown.unwrap_err().code(),
+            "unsupported_checksum_algorithm"
+        );
+        let garbage = chunk_checksum(&headers(&[("upload-checksum", "sha256 !!!")]));
+        assert_eq!(garbage.unwrap_err().code(), "invalid_checksum");
+        let short = chunk_checksum(&headers(&[("content-digest", "sha-256=:AAAA:")]));
+        assert_eq!(short.unwrap_err().code(), "invalid_checksum");
+        assert!(chunk_checksum(&headers(&[])).unwrap().is_none());
+    }
+}

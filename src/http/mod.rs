@@ -1,0 +1,56 @@
+//! The HTTP layer: parses requests, calls the engine, writes responses. No SQL, no file I/O.
+
+mod headers;
+mod multipart;
+mod native;
+mod page;
+mod range;
+
+use actix_web::{guard, web, HttpResponse};
+
+use crate::error::ApiError;
+
+/// What handlers need besides the engine.
+#[derive(Debug, Clone, Default)]
+pub struct Ctx {
+    /// When set, `Location` headers are absolute URLs under it.
+    pub public_url: Option<String>,
+}
+
+/// The one route table.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/uploads")
+            .route(web::post().to(native::create))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/uploads/{id}")
+            .route(web::get().to(native::status))
+            .route(web::head().to(native::head))
+            .route(web::patch().to(native::append))
+            .route(web::delete().to(native::delete))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/uploads/{id}/content")
+            .route(
+                web::route()
+                    .guard(guard::Any(guard::Get()).or(guard::Head()))
+                    .to(native::content),
+            )
+            .default_service(web::to(method_not_allowed)),
+    )
+    .route("/healthz", web::get().to(native::healthz))
+    .route("/", web::get().to(page::index))
+    .route("/static/{path}", web::get().to(page::asset))
+    .default_service(web::to(not_found));
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::RouteNotFound)
+}

@@ -1,0 +1,19 @@
+//! `resumable`: a resumable file upload service.
+//!
+//! Layout, with dependencies pointing one way (`http` → `upload` → leaves):
+//! - [`config`]: typed settings; every flag is also a `RESUMABLE_*` environment variable.
+//! - [`startup`]: [`startup::Application`] binds, migrates, repairs and serves.
+//! - [`error`]: the one place where errors become HTTP statuses and JSON.
+//! - [`http`]: routes and handlers; parses requests, calls the engine. No SQL, no file I/O.
+//! - [`upload`]: the engine, the rules of an upload; no HTTP types.
+//! - leaves: [`storage`] (the bytes), [`db`] (the metadata, the only SQL), [`hub`]
+//!   (progress publish/subscribe). They never import each other.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod startup;
+pub mod storage;
+pub mod upload;

@@ -1,0 +1,154 @@
+//! Application: opens the database and storage, repairs what a crash left, binds the listener
+//! and builds the shared state once, outside `HttpServer::new`, so every worker shares it.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::{Server, Service};
+use actix_web::{web, App, HttpServer};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::db::{Db, DbError};
+use crate::http::{self, Ctx};
+use crate::storage::{Storage, StorageError};
+use crate::upload::{Engine, Settings, UploadError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot create the data directory {0}: {1}")]
+    DataDir(std::path::PathBuf, std::io::Error),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("repairing uploads after a crash: {0}")]
+    Reconcile(#[from] UploadError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, std::io::Error),
+}
+
+pub struct Application {
+    addr: SocketAddr,
+    server: Server,
+    engine: Arc<Engine>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Application, StartupError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| StartupError::DataDir(config.data_dir.clone(), e))?;
+        let db = Db::connect(&config.database_url()).await?;
+        let storage = Storage::open(&config.data_dir)?;
+        let settings = Settings {
+            max_upload_size: config.max_upload_size,
+            expire_after: config.expire_after,
+        };
+        let engine = Arc::new(Engine::new(db, storage, settings));
+        let repaired = engine.reconcile().await?;
+        if repaired > 0 {
+            warn!(repaired, "uploads repaired after an unclean stop");
+        }
+
+        let listener = TcpListener::bind(&config.bind)
+            .map_err(|e| StartupError::Bind(config.bind.clone(), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartupError::Bind(config.bind.clone(), e))?;
+        let engine_data = web::Data::from(engine.clone());
+        let ctx = web::Data::new(Ctx {
+            public_url: config.public_url.clone(),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(engine_data.clone())
+                .app_data(ctx.clone())
+                .wrap_fn(|req, srv| {
+                    let started = Instant::now();
+                    let (method, path) = (req.method().clone(), req.path().to_owned());
+                    let response = srv.call(req);
+                    async move {
+                        let response = response.await?;
+                        info!(%method, %path, status = response.status().as_u16(),
+                              ms = started.elapsed().as_millis() as u64, "request");
+                        Ok(response)
+                    }
+                })
+                .configure(http::routes)
+        })
+        .listen(listener)
+        .map_err(|e| StartupError::Bind(config.bind.clone(), e))?
+        .disable_signals()
+        .shutdown_timeout(30)
+        .run();
+        Ok(Application {
+            addr,
+            server,
+            engine,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until SIGINT or SIGTERM, then stops accepting, lets open appends commit what
+    /// they hold and answer, and returns.
+    pub async fn run(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let sweeper = actix_web::rt::spawn(sweep_expired(self.engine.clone()));
+        let mut server = self.server;
+        let result = tokio::select! {
+            result = &mut server => result,
+            () = shutdown_signal() => {
+                info!("shutting down: committing open appends");
+                self.engine.stop_appends();
+                handle.stop(true).await;
+                server.await
+            }
+        };
+        sweeper.abort();
+        result
+    }
+}
+
+/// Removes expired uploads in the background, a few times per expiry period.
+async fn sweep_expired(engine: Arc<Engine>) {
+    let every = (engine.settings().expire_after / 4)
+        .clamp(Duration::from_millis(250), Duration::from_secs(60));
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        match engine.expire_due().await {
+            Ok(0) => {}
+            Ok(removed) => info!(removed, "expired uploads removed"),
+            Err(e) => warn!(error = %e, "expiry sweep failed"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

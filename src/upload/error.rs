@@ -1,0 +1,74 @@
+//! The engine's one error type. `error.rs` at the crate root maps it to HTTP.
+
+use crate::db::DbError;
+use crate::storage::StorageError;
+
+use super::model::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("no upload has this id")]
+    NotFound,
+    #[error("this upload was {0}")]
+    Gone(&'static str),
+    #[error("invalid name: {0}")]
+    InvalidName(&'static str),
+    #[error("the upload would exceed the largest size allowed ({limit} bytes)")]
+    TooLarge { limit: u64, received: Option<u64> },
+    #[error("Upload-Offset is {given}, but the upload has received {received} bytes")]
+    OffsetMismatch { given: u64, received: u64 },
+    #[error("the upload is {state}; it takes no more bytes")]
+    NotUploading { state: &'static str, received: u64 },
+    #[error("the upload's length is {size}; it cannot change to {given}")]
+    LengthMismatch {
+        size: u64,
+        given: u64,
+        received: u64,
+    },
+    #[error("the upload's length {given} is less than the {received} bytes already received")]
+    LengthBelowReceived { given: u64, received: u64 },
+    #[error("the chunk's checksum did not match; it was discarded")]
+    ChecksumMismatch { received: u64 },
+    #[error("the body ended before the whole chunk arrived, so its checksum cannot be verified; it was discarded")]
+    ChecksumIncomplete { received: u64 },
+    #[error("the file's SHA-256 is {actual}, not the declared {expected}")]
+    Sha256Mismatch {
+        expected: String,
+        actual: String,
+        status: Box<Status>,
+    },
+    #[error("the body ended before it was complete")]
+    BodyIncomplete,
+    #[error("the upload is not complete yet")]
+    NotComplete { received: u64 },
+    #[error("a newer request for this upload took over; what this one stored is kept")]
+    Superseded { received: u64 },
+    #[error("the server is shutting down; what this request stored is kept")]
+    ShuttingDown { received: u64 },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl UploadError {
+    /// The byte count a client resumes from, where the error knows it.
+    pub fn received(&self) -> Option<u64> {
+        match self {
+            UploadError::TooLarge { received, .. } => *received,
+            UploadError::OffsetMismatch { received, .. }
+            | UploadError::NotUploading { received, .. }
+            | UploadError::LengthMismatch { received, .. }
+            | UploadError::LengthBelowReceived { received, .. }
+            | UploadError::ChecksumMismatch { received }
+            | UploadError::ChecksumIncomplete { received }
+            | UploadError::NotComplete { received }
+            | UploadError::Superseded { received }
+            | UploadError::ShuttingDown { received } => Some(*received),
+            UploadError::Sha256Mismatch { status, .. } => Some(status.received),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,655 @@
+//! The engine: the rules of an upload. No HTTP types here; bodies arrive as byte streams.
+
+mod append;
+pub mod checksum;
+mod error;
+mod locks;
+pub mod model;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+pub use append::CHECKPOINT_EVERY;
+pub use checksum::{Algorithm, ChunkChecksum};
+pub use error::UploadError;
+pub use model::{State, Status, UploadId};
+
+use crate::config::MAX_REPRESENTABLE_SIZE;
+use crate::db::{Db, UploadRow};
+use crate::hub::Hub;
+use crate::storage::Storage;
+use append::{End, Pump, Pumped};
+use locks::{Guard, Locks};
+use model::{now_millis, to_hex, validate_name};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_upload_size: Option<u64>,
+    pub expire_after: Duration,
+}
+
+/// A new upload as a client describes it.
+#[derive(Debug, Clone, Default)]
+pub struct NewUpload {
+    pub name: String,
+    pub size: Option<u64>,
+    pub content_type: Option<String>,
+    pub expected_sha256: Option<String>,
+    pub metadata: Option<String>,
+}
+
+/// One append as the HTTP layer parsed it.
+#[derive(Debug, Clone, Default)]
+pub struct AppendRequest {
+    pub offset: u64,
+    /// `Upload-Length`, for an upload whose size is still deferred.
+    pub length: Option<u64>,
+    /// The body's declared length; an overshoot is refused before a byte is written.
+    pub content_length: Option<u64>,
+    pub checksum: Option<ChunkChecksum>,
+}
+
+pub struct Engine {
+    db: Db,
+    storage: Storage,
+    hub: Hub<Status>,
+    locks: Arc<Locks>,
+    settings: Settings,
+}
+
+type Result<T> = std::result::Result<T, UploadError>;
+
+impl Engine {
+    pub fn new(db: Db, storage: Storage, settings: Settings) -> Engine {
+        Engine {
+            db,
+            storage,
+            hub: Hub::default(),
+            locks: Arc::default(),
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn hub(&self) -> &Hub<Status> {
+        &self.hub
+    }
+
+    /// The largest size an upload may reach.
+    fn size_limit(&self) -> u64 {
+        self.settings
+            .max_upload_size
+            .unwrap_or(MAX_REPRESENTABLE_SIZE)
+    }
+
+    pub async fn create(&self, new: NewUpload) -> Result<Status> {
+        validate_name(&new.name).map_err(UploadError::InvalidName)?;
+        if let Some(size) = new.size {
+            if size > self.size_limit() {
+                return Err(UploadError::TooLarge {
+                    limit: self.size_limit(),
+                    received: None,
+                });
+            }
+        }
+        let id = UploadId::new_random().to_string();
+        let now = now_millis();
+        let mut row = UploadRow {
+            id: id.clone(),
+            name: new.name,
+            size: new.size,
+            received: 0,
+            state: State::Uploading.as_str().into(),
+            content_type: new.content_type,
+            expected_sha256: new.expected_sha256,
+            sha256: None,
+            hash_state: Some(checksum::save_state(&Sha256::new())),
+            metadata: new.metadata,
+            created_at: now,
+            updated_at: now,
+            expires_at: Some(self.expiry_from(now)),
+            removed_at: None,
+        };
+        // The row first: a crash before the file exists leaves a row that start-up repairs,
+        // never a file nobody knows about.
+        self.db.insert(&row).await?;
+        let storage = self.storage.clone();
+        let file_id = id.clone();
+        if let Err(e) = blocking(move || storage.create(&file_id)).await {
+            self.db.purge(&id).await?;
+            return Err(e);
+        }
+        if row.size == Some(0) {
+            finish(&mut row, Sha256::new());
+            self.db.save_progress(&row).await?;
+        }
+        info!(upload = %id, size = ?row.size, "created");
+        Ok(Status::from_row(&row))
+    }
+
+    pub async fn status(&self, id: UploadId) -> Result<Status> {
+        Ok(Status::from_row(&self.load_live(id, None).await?))
+    }
+
+    /// The row of an upload that is neither deleted nor expired. An expired upload the sweep
+    /// has not reached yet is removed here, so it answers 410 as soon as its time is up.
+    async fn load_live(&self, id: UploadId, held: Option<&Guard>) -> Result<UploadRow> {
+        let row = self
+            .db
+            .get(&id.to_string())
+            .await?
+            .ok_or(UploadError::NotFound)?;
+        if row.removed_at.is_some() {
+            return Err(UploadError::Gone("deleted or expired"));
+        }
+        if is_expired(&row) {
+            let removed = match held {
+                Some(_) => self.remove(&row, "expired").await.map(|_| true)?,
+                None => self.expire_one(id).await?,
+            };
+            if removed {
+                return Err(UploadError::Gone("deleted or expired"));
+            }
+        }
+        Ok(row)
+    }
+
+    /// Appends `body` at `request.offset`. Returns the new status once the bytes are durable.
+    pub async fn append<S, E>(
+        &self,
+        id: UploadId,
+        request: AppendRequest,
+        body: S,
+    ) -> Result<Status>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    {
+        let guard = self.locks.acquire(id).await;
+        let mut row = self.load_live(id, Some(&guard)).await?;
+        if guard.cancel.is_cancelled() {
+            return Err(UploadError::Superseded {
+                received: row.received,
+            });
+        }
+        let room = self.check_append(&mut row, &request)?;
+        let start = row.received;
+        let pumped = self
+            .pump(&guard, &mut row, body, room, request.checksum.as_ref())
+            .await?;
+        let end = pumped.end;
+        if let Some(checksum) = &request.checksum {
+            self.settle_checksummed(&mut row, start, pumped, checksum)
+                .await?;
+        } else {
+            self.commit(&mut row, pumped, false).await?;
+        }
+        let status = Status::from_row(&row);
+        match end {
+            End::Overshoot => Err(UploadError::TooLarge {
+                limit: row.size.unwrap_or(self.size_limit()),
+                received: Some(row.received),
+            }),
+            End::Cancelled if guard.superseded() => Err(UploadError::Superseded {
+                received: row.received,
+            }),
+            End::Cancelled => Err(UploadError::ShuttingDown {
+                received: row.received,
+            }),
+            _ => sha256_verdict(&row, status),
+        }
+    }
+
+    /// The checks of API.md, in its order: state, offset, length, room. Returns the room left.
+    fn check_append(&self, row: &mut UploadRow, request: &AppendRequest) -> Result<u64> {
+        if row.state != State::Uploading.as_str() {
+            return Err(UploadError::NotUploading {
+                state: State::parse(&row.state).unwrap_or(State::Failed).as_str(),
+                received: row.received,
+            });
+        }
+        if request.offset != row.received {
+            return Err(UploadError::OffsetMismatch {
+                given: request.offset,
+                received: row.received,
+            });
+        }
+        if let Some(length) = request.length {
+            match row.size {
+                Some(size) if size != length => {
+                    return Err(UploadError::LengthMismatch {
+                        size,
+                        given: length,
+                        received: row.received,
+                    })
+                }
+                Some(_) => {}
+                None if length < row.received => {
+                    return Err(UploadError::LengthBelowReceived {
+                        given: length,
+                        received: row.received,
+                    })
+                }
+                None if length > self.size_limit() => {
+                    return Err(UploadError::TooLarge {
+                        limit: self.size_limit(),
+                        received: Some(row.received),
+                    })
+                }
+                None => row.size = Some(length),
+            }
+        }
+        let limit = row.size.unwrap_or(self.size_limit());
+        let room = limit.saturating_sub(row.received);
+        if request.content_length.is_some_and(|len| len > room) {
+            return Err(UploadError::TooLarge {
+                limit,
+                received: Some(row.received),
+            });
+        }
+        Ok(room)
+    }
+
+    /// Runs the byte path, committing durable checkpoints as they come.
+    async fn pump<S, E>(
+        &self,
+        guard: &Guard,
+        row: &mut UploadRow,
+        body: S,
+        room: u64,
+        checksum: Option<&ChunkChecksum>,
+    ) -> Result<Pumped>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    {
+        let hasher = restore_hasher(row)?;
+        let storage = self.storage.clone();
+        let (file_id, offset) = (row.id.clone(), row.received);
+        let file = blocking(move || storage.open_append(&file_id, offset)).await?;
+        let pump = Pump {
+            file,
+            hasher,
+            chunk: checksum.map(ChunkChecksum::hasher),
+            room,
+            checkpoints: checksum.is_none(),
+        };
+        let mut last_commit = std::time::Instant::now();
+        let shared_row = std::cell::RefCell::new(row);
+        let pumped = pump
+            .run(body, &guard.cancel, |checkpoint| {
+                // Commit every checkpoint while someone watches; otherwise about once a second,
+                // which bounds what a crash can take back.
+                let watched = self.hub.is_watched(&shared_row.borrow().id);
+                let due = watched || last_commit.elapsed() >= Duration::from_secs(1);
+                if due {
+                    last_commit = std::time::Instant::now();
+                }
+                let shared_row = &shared_row;
+                async move {
+                    if due {
+                        self.commit_checkpoint(shared_row, checkpoint).await;
+                    }
+                }
+            })
+            .await?;
+        Ok(pumped)
+    }
+
+    async fn commit_checkpoint(
+        &self,
+        row: &std::cell::RefCell<&mut UploadRow>,
+        checkpoint: append::Checkpoint,
+    ) {
+        let snapshot = {
+            let mut row = row.borrow_mut();
+            let now = now_millis();
+            row.received = checkpoint.received;
+            row.hash_state = Some(checkpoint.hash_state);
+            row.updated_at = now;
+            row.expires_at = Some(self.expiry_from(now));
+            (*row).clone()
+        };
+        match self.db.save_progress(&snapshot).await {
+            Ok(()) => self.hub.publish(&snapshot.id, Status::from_row(&snapshot)),
+            // The bytes are durable in the file; the final commit records them.
+            Err(e) => warn!(upload = %snapshot.id, error = %e, "checkpoint commit failed"),
+        }
+    }
+
+    /// Records what the pump made durable: `received`, the hasher, and completion.
+    /// With `size_from_received`, a deferred size becomes what arrived (multipart creation).
+    async fn commit(
+        &self,
+        row: &mut UploadRow,
+        pumped: Pumped,
+        size_from_received: bool,
+    ) -> Result<()> {
+        let Pumped {
+            mut file,
+            hasher,
+            failure,
+            ..
+        } = pumped;
+        if let Some(failure) = failure {
+            // Nothing past the last commit is known durable: cut the file back to it.
+            let committed = row.received;
+            let _ = blocking(move || file.truncate_to(committed)).await;
+            return Err(failure.into());
+        }
+        let now = now_millis();
+        row.received = file.position();
+        row.updated_at = now;
+        if size_from_received && row.size.is_none() {
+            row.size = Some(row.received);
+        }
+        if row.size == Some(row.received) {
+            finish(row, hasher);
+        } else {
+            row.hash_state = Some(checksum::save_state(&hasher));
+            row.expires_at = Some(self.expiry_from(now));
+        }
+        self.db.save_progress(row).await?;
+        self.hub.publish(&row.id, Status::from_row(row));
+        Ok(())
+    }
+
+    /// A checksummed chunk counts whole or not at all.
+    async fn settle_checksummed(
+        &self,
+        row: &mut UploadRow,
+        start: u64,
+        mut pumped: Pumped,
+        checksum: &ChunkChecksum,
+    ) -> Result<()> {
+        let matched = pumped
+            .chunk
+            .take()
+            .is_some_and(|chunk| chunk.matches(&checksum.expected));
+        let verdict = match pumped.end {
+            End::Disconnected | End::Cancelled => {
+                Err(UploadError::ChecksumIncomplete { received: start })
+            }
+            _ if pumped.failure.is_none() && !matched => {
+                Err(UploadError::ChecksumMismatch { received: start })
+            }
+            _ => Ok(()),
+        };
+        match verdict {
+            Ok(()) => self.commit(row, pumped, false).await,
+            Err(e) => {
+                let mut file = pumped.file;
+                blocking(move || file.truncate_to(start)).await?;
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn delete(&self, id: UploadId) -> Result<()> {
+        // Taking the lock stops a running append, which commits before letting go.
+        let guard = self.locks.acquire(id).await;
+        let row = self.load_live(id, Some(&guard)).await?;
+        self.remove(&row, "deleted").await
+    }
+
+    async fn remove(&self, row: &UploadRow, reason: &str) -> Result<()> {
+        self.db.mark_removed(&row.id, reason, now_millis()).await?;
+        let storage = self.storage.clone();
+        let file_id = row.id.clone();
+        blocking(move || storage.remove(&file_id)).await?;
+        self.hub.close(&row.id, Status::from_row(row));
+        info!(upload = %row.id, reason, "removed");
+        Ok(())
+    }
+
+    /// Removes one upload if it is still expired and nobody is appending. True if removed.
+    async fn expire_one(&self, id: UploadId) -> Result<bool> {
+        let Some(_guard) = self.locks.try_acquire(id) else {
+            return Ok(false);
+        };
+        let Some(row) = self.db.get(&id.to_string()).await? else {
+            return Ok(false);
+        };
+        let expired = row.removed_at.is_none() && is_expired(&row);
+        if expired {
+            self.remove(&row, "expired").await?;
+        }
+        Ok(expired)
+    }
+
+    /// Removes every upload whose expiry has passed; returns how many.
+    pub async fn expire_due(&self) -> Result<usize> {
+        let mut removed = 0;
+        for id in self.db.expired_ids(now_millis(), 1000).await? {
+            let Ok(id) = id.parse::<UploadId>() else {
+                continue;
+            };
+            if self.expire_one(id).await? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// A complete upload's status and file, for download.
+    pub async fn content(&self, id: UploadId) -> Result<(Status, std::fs::File)> {
+        let row = self.load_live(id, None).await?;
+        if row.state != State::Complete.as_str() {
+            return Err(UploadError::NotComplete {
+                received: row.received,
+            });
+        }
+        let storage = self.storage.clone();
+        let file_id = row.id.clone();
+        let file = blocking(move || storage.open_read(&file_id)).await?;
+        Ok((Status::from_row(&row), file))
+    }
+
+    /// Creates an upload from a stream of unknown length (a multipart file part). The upload
+    /// stays `uploading` with its size deferred until `finish_streamed` settles it.
+    pub async fn create_streamed<S, E>(&self, new: NewUpload, body: S) -> Result<UploadId>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    {
+        let status = self.create(NewUpload { size: None, ..new }).await?;
+        let id: UploadId = status
+            .id
+            .parse()
+            .map_err(|_| UploadError::Internal("created an invalid id".into()))?;
+        let guard = self.locks.acquire(id).await;
+        let mut row = self.load_live(id, Some(&guard)).await?;
+        let outcome = async {
+            let pumped = self
+                .pump(&guard, &mut row, body, self.size_limit(), None)
+                .await?;
+            let end = pumped.end;
+            self.commit(&mut row, pumped, false).await?;
+            match end {
+                End::Finished => Ok(()),
+                End::Overshoot => Err(UploadError::TooLarge {
+                    limit: self.size_limit(),
+                    received: None,
+                }),
+                End::Disconnected | End::Cancelled => Err(UploadError::BodyIncomplete),
+            }
+        }
+        .await;
+        if let Err(e) = outcome {
+            drop(guard);
+            self.discard(id).await;
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Settles a streamed upload: its size becomes what arrived, and its digest is checked.
+    pub async fn finish_streamed(
+        &self,
+        id: UploadId,
+        name: Option<String>,
+        expected_sha256: Option<String>,
+    ) -> Result<Status> {
+        let guard = self.locks.acquire(id).await;
+        let mut row = self.load_live(id, Some(&guard)).await?;
+        if let Some(name) = name {
+            validate_name(&name).map_err(UploadError::InvalidName)?;
+            row.name = name;
+        }
+        if expected_sha256.is_some() {
+            row.expected_sha256 = expected_sha256;
+        }
+        let hasher = restore_hasher(&row)?;
+        row.size = Some(row.received);
+        row.updated_at = now_millis();
+        finish(&mut row, hasher);
+        self.db.save_progress(&row).await?;
+        let status = Status::from_row(&row);
+        self.hub.publish(&row.id, status.clone());
+        sha256_verdict(&row, status)
+    }
+
+    /// Forgets an upload whose creation failed: no row, no bytes left behind.
+    pub async fn discard(&self, id: UploadId) {
+        let file_id = id.to_string();
+        let storage = self.storage.clone();
+        let removed = blocking(move || storage.remove(&file_id)).await;
+        let purged = self.db.purge(&id.to_string()).await;
+        if let Err(e) = removed.map(|_| purged) {
+            warn!(upload = %id, error = %e, "discarding a failed upload");
+        }
+    }
+
+    /// Makes every unfinished upload's file and row agree again after a crash.
+    pub async fn reconcile(&self) -> Result<usize> {
+        let mut repaired = 0;
+        for mut row in self.db.unfinished().await? {
+            let storage = self.storage.clone();
+            let before = (row.received, row.hash_state.clone());
+            row = blocking(move || reconcile_file(&storage, row)).await?;
+            if (row.received, row.hash_state.clone()) != before {
+                warn!(upload = %row.id, from = before.0, to = row.received, "reconciled after a crash");
+                self.db.save_progress(&row).await?;
+                repaired += 1;
+            }
+        }
+        Ok(repaired)
+    }
+
+    pub async fn healthy(&self) -> Result<()> {
+        self.db.ping().await?;
+        let storage = self.storage.clone();
+        blocking(move || storage.check_writable()).await
+    }
+
+    /// Asks every running append to commit what it holds and answer (graceful shutdown).
+    pub fn stop_appends(&self) {
+        self.locks.cancel_all();
+    }
+
+    fn expiry_from(&self, now: i64) -> i64 {
+        let after = i64::try_from(self.settings.expire_after.as_millis()).unwrap_or(i64::MAX);
+        now.saturating_add(after)
+    }
+}
+
+fn is_expired(row: &UploadRow) -> bool {
+    row.state == State::Uploading.as_str() && row.expires_at.is_some_and(|at| at <= now_millis())
+}
+
+/// Completes a row whose bytes have all arrived: digest, state, no more expiry.
+fn finish(row: &mut UploadRow, hasher: Sha256) {
+    let digest = to_hex(&hasher.finalize());
+    let matches = row.expected_sha256.as_ref().is_none_or(|e| *e == digest);
+    row.state = if matches {
+        State::Complete
+    } else {
+        State::Failed
+    }
+    .as_str()
+    .into();
+    row.sha256 = Some(digest);
+    row.hash_state = None;
+    row.expires_at = None;
+}
+
+fn sha256_verdict(row: &UploadRow, status: Status) -> Result<Status> {
+    if row.state == State::Failed.as_str() {
+        return Err(UploadError::Sha256Mismatch {
+            expected: row.expected_sha256.clone().unwrap_or_default(),
+            actual: row.sha256.clone().unwrap_or_default(),
+            status: Box::new(status),
+        });
+    }
+    Ok(status)
+}
+
+fn restore_hasher(row: &UploadRow) -> Result<Sha256> {
+    match &row.hash_state {
+        Some(state) => checksum::restore_state(state)
+            .ok_or_else(|| UploadError::Internal("stored hash state is unreadable".into())),
+        None if row.received == 0 => Ok(Sha256::new()),
+        None => Err(UploadError::Internal("hash state missing".into())),
+    }
+}
+
+/// The file wins where it is shorter (bytes lost in a crash); the row wins where the file is
+/// longer (bytes written but never committed as durable).
+fn reconcile_file(storage: &Storage, mut row: UploadRow) -> Result<UploadRow> {
+    let len = match storage.len(&row.id)? {
+        Some(len) => len,
+        None => {
+            storage.create(&row.id)?;
+            0
+        }
+    };
+    if len > row.received {
+        storage.truncate(&row.id, row.received)?;
+    }
+    let state_ok = row
+        .hash_state
+        .as_deref()
+        .is_some_and(|s| checksum::restore_state(s).is_some());
+    if len < row.received || !state_ok {
+        let received = len.min(row.received);
+        let hasher = hash_prefix(storage, &row.id, received)?;
+        row.received = received;
+        row.hash_state = Some(checksum::save_state(&hasher));
+    }
+    Ok(row)
+}
+
+fn hash_prefix(storage: &Storage, id: &str, len: u64) -> Result<Sha256> {
+    use std::io::Read;
+    let file = storage.open_read(id)?;
+    let mut hasher = Sha256::new();
+    let mut reader = file.take(len);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| UploadError::Internal(format!("re-reading {id}: {e}")))?;
+        if n == 0 {
+            return Ok(hasher);
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// Runs blocking storage work off the async workers.
+async fn blocking<T, E, F>(work: F) -> Result<T>
+where
+    F: FnOnce() -> std::result::Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: Into<UploadError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| UploadError::Internal(format!("blocking task failed: {e}")))?
+        .map_err(Into::into)
+}
