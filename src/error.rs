@@ -129,7 +129,8 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        if status.is_server_error() {
+        if status == StatusCode::INTERNAL_SERVER_ERROR || status == StatusCode::INSUFFICIENT_STORAGE
+        {
             tracing::error!(error = %self, source = ?std::error::Error::source(self), "request failed");
         }
         let mut body = json!({ "error": self.code(), "message": self.to_string() });

@@ -108,7 +108,8 @@ impl Application {
             () = shutdown_signal() => {
                 info!("shutting down: committing open appends");
                 self.engine.stop_appends();
-                handle.stop(true).await;
+                // The server future processes the stop command, so it must keep being polled.
+                actix_web::rt::spawn(async move { handle.stop(true).await });
                 server.await
             }
         };
