@@ -39,6 +39,18 @@ pub struct Config {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// Most progress watchers (WebSocket, SSE, long poll) open at once.
+    #[arg(long, env = "RESUMABLE_MAX_WATCHERS", default_value_t = 100_000)]
+    pub max_watchers: usize,
+
+    /// Most progress watchers open at once on one upload.
+    #[arg(
+        long,
+        env = "RESUMABLE_MAX_WATCHERS_PER_UPLOAD",
+        default_value_t = 20_000
+    )]
+    pub max_watchers_per_upload: usize,
+
     /// The public base URL (e.g. https://files.example.com); when set, Location is absolute.
     #[arg(long, env = "RESUMABLE_PUBLIC_URL")]
     pub public_url: Option<String>,

@@ -22,6 +22,10 @@ pub enum ApiError {
     RangeNotSatisfiable { len: u64 },
     #[error("no such resource")]
     RouteNotFound,
+    #[error("origin {0} may not open a WebSocket here")]
+    ForbiddenOrigin(String),
+    #[error("too many watchers are open (limit {limit})")]
+    TooManyWatchers { per_upload: bool, limit: usize },
     #[error("this method is not allowed here")]
     MethodNotAllowed,
     #[error("unhealthy: {0}")]
@@ -47,6 +51,8 @@ impl ApiError {
             ApiError::BodyTooLarge(_) => "body_too_large",
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             ApiError::RouteNotFound => "not_found",
+            ApiError::ForbiddenOrigin(_) => "forbidden_origin",
+            ApiError::TooManyWatchers { .. } => "too_many_watchers",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unhealthy(_) => "unhealthy",
             ApiError::Internal(_) => "internal_error",
@@ -121,6 +127,12 @@ impl ResponseError for ApiError {
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
+            // Per upload, the client asks too much; in total, the server is full.
+            ApiError::TooManyWatchers {
+                per_upload: true, ..
+            } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyWatchers { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unhealthy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

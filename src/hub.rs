@@ -46,6 +46,21 @@ impl<T: Clone> Hub<T> {
         }
     }
 
+    /// Changes the latest value of a watched `key` in place; `change` says whether it did.
+    pub fn update(&self, key: &str, change: impl FnOnce(&mut T) -> bool) {
+        if let Some(sender) = self.lock().get(key) {
+            sender.send_if_modified(change);
+        }
+    }
+
+    /// Forgets `key` if nobody watches it any more (called as a watcher leaves).
+    pub fn release(&self, key: &str) {
+        let mut channels = self.lock();
+        if channels.get(key).is_some_and(|s| s.receiver_count() == 0) {
+            channels.remove(key);
+        }
+    }
+
     /// Ends every watcher of `key` after they have seen `last` (used when an upload goes away).
     pub fn close(&self, key: &str, last: T) {
         if let Some(sender) = self.lock().remove(key) {

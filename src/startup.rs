@@ -59,6 +59,8 @@ impl Application {
         let engine_data = web::Data::from(engine.clone());
         let ctx = web::Data::new(Ctx {
             public_url: config.public_url.clone(),
+            allowed_origins: config.allowed_origins.clone(),
+            watchers: http::WatcherSlots::new(config.max_watchers, config.max_watchers_per_upload),
         });
         let server = HttpServer::new(move || {
             App::new()

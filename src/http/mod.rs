@@ -5,16 +5,21 @@ mod multipart;
 mod native;
 mod page;
 mod range;
+mod watch;
+
+pub use watch::WatcherSlots;
 
 use actix_web::{guard, web, HttpResponse};
 
 use crate::error::ApiError;
 
 /// What handlers need besides the engine.
-#[derive(Debug, Clone, Default)]
 pub struct Ctx {
     /// When set, `Location` headers are absolute URLs under it.
     pub public_url: Option<String>,
+    /// Origins besides the request's own host allowed to open WebSockets.
+    pub allowed_origins: Vec<String>,
+    pub watchers: std::sync::Arc<WatcherSlots>,
 }
 
 /// The one route table.
@@ -41,6 +46,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .default_service(web::to(method_not_allowed)),
     )
+    .route("/uploads/{id}/poll", web::get().to(watch::poll))
+    .route("/uploads/{id}/ws", web::get().to(watch::websocket))
+    .route("/uploads/{id}/events", web::get().to(watch::events))
     .route("/healthz", web::get().to(native::healthz))
     .route("/", web::get().to(page::index))
     .route("/static/{path}", web::get().to(page::asset))

@@ -57,7 +57,7 @@ pub struct AppendRequest {
 pub struct Engine {
     db: Db,
     storage: Storage,
-    hub: Hub<Status>,
+    hub: Arc<Hub<Status>>,
     locks: Arc<Locks>,
     settings: Settings,
 }
@@ -69,7 +69,7 @@ impl Engine {
         Engine {
             db,
             storage,
-            hub: Hub::default(),
+            hub: Arc::default(),
             locks: Arc::default(),
             settings,
         }
@@ -79,8 +79,41 @@ impl Engine {
         &self.settings
     }
 
-    pub fn hub(&self) -> &Hub<Status> {
-        &self.hub
+    /// Starts watching an upload's status. The receiver holds the latest status; it changes
+    /// with every committed append and closes after the upload is removed.
+    pub async fn watch(&self, id: UploadId) -> Result<Watcher> {
+        let status = self.status(id).await?;
+        let key = status.id.clone();
+        let receiver = self.hub.subscribe(&key, status);
+        // A change committed between that read and the subscription was published to nobody:
+        // read again, and let the channel move forward (never back) to what is stored now.
+        match self.status(id).await {
+            Ok(latest) => self.hub.update(&key, |current| {
+                let newer = latest.received > current.received
+                    || (latest.state != current.state && current.state == State::Uploading);
+                if newer {
+                    *current = latest;
+                }
+                newer
+            }),
+            Err(UploadError::Gone(_)) => self.hub.update(&key, |current| {
+                current.removed = Some("deleted".into());
+                true
+            }),
+            Err(_) => {}
+        }
+        Ok(Watcher {
+            receiver,
+            _lease: HubLease {
+                hub: self.hub.clone(),
+                key,
+            },
+        })
+    }
+
+    /// Whether anyone watches the upload now.
+    pub fn is_watched(&self, id: &str) -> bool {
+        self.hub.is_watched(id)
     }
 
     /// The largest size an upload may reach.
@@ -286,7 +319,7 @@ impl Engine {
             .run(body, &guard.cancel, |checkpoint| {
                 // Commit every checkpoint while someone watches; otherwise about once a second,
                 // which bounds what a crash can take back.
-                let watched = self.hub.is_watched(&shared_row.borrow().id);
+                let watched = self.is_watched(&shared_row.borrow().id);
                 let due = watched || last_commit.elapsed() >= Duration::from_secs(1);
                 if due {
                     last_commit = std::time::Instant::now();
@@ -403,7 +436,9 @@ impl Engine {
         let storage = self.storage.clone();
         let file_id = row.id.clone();
         blocking(move || storage.remove(&file_id)).await?;
-        self.hub.close(&row.id, Status::from_row(row));
+        let mut last = Status::from_row(row);
+        last.removed = Some(reason.to_owned());
+        self.hub.close(&row.id, last);
         info!(upload = %row.id, reason, "removed");
         Ok(())
     }
@@ -560,6 +595,36 @@ impl Engine {
 
 fn is_expired(row: &UploadRow) -> bool {
     row.state == State::Uploading.as_str() && row.expires_at.is_some_and(|at| at <= now_millis())
+}
+
+/// One watcher of an upload's status; the hub forgets the upload when its last watcher leaves.
+pub struct Watcher {
+    // Fields drop in order: the receiver goes before the lease checks for other receivers.
+    receiver: tokio::sync::watch::Receiver<Status>,
+    _lease: HubLease,
+}
+
+struct HubLease {
+    hub: Arc<Hub<Status>>,
+    key: String,
+}
+
+impl Drop for HubLease {
+    fn drop(&mut self) {
+        self.hub.release(&self.key);
+    }
+}
+
+impl Watcher {
+    /// The latest status, marking it seen.
+    pub fn latest(&mut self) -> Status {
+        self.receiver.borrow_and_update().clone()
+    }
+
+    /// Waits for a newer status. `false` once no more can come (the upload was removed).
+    pub async fn changed(&mut self) -> bool {
+        self.receiver.changed().await.is_ok()
+    }
 }
 
 /// Completes a row whose bytes have all arrived: digest, state, no more expiry.

@@ -85,9 +85,17 @@ pub struct Status {
     pub created_at: String,
     pub updated_at: String,
     pub expires_at: Option<String>,
+    /// `deleted` or `expired` in the last message watchers get about a removed upload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removed: Option<String>,
 }
 
 impl Status {
+    /// No message follows this one: the upload is complete, failed or gone.
+    pub fn is_final(&self) -> bool {
+        self.state != State::Uploading || self.removed.is_some()
+    }
+
     pub fn from_row(row: &UploadRow) -> Status {
         Status {
             id: row.id.clone(),
@@ -101,6 +109,7 @@ impl Status {
             created_at: rfc3339(row.created_at),
             updated_at: rfc3339(row.updated_at),
             expires_at: row.expires_at.map(rfc3339),
+            removed: None,
         }
     }
 }

@@ -1,0 +1,331 @@
+//! Progress channels over the hub: long poll, WebSocket and Server-Sent Events.
+//!
+//! Each watcher reads the latest status from a `watch` channel, so a slow one never builds a
+//! backlog; each sends at most one message per `MIN_GAP`, and always the final state.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{CloseCode, CloseReason, Message};
+use bytes::Bytes;
+use tokio::time::{interval_at, sleep, Instant};
+
+use super::headers::parse_count;
+use super::native::{parse_id, status_response};
+use super::Ctx;
+use crate::error::ApiError;
+use crate::upload::{Engine, Status, Watcher};
+
+/// About ten messages a second per watcher.
+const MIN_GAP: Duration = Duration::from_millis(100);
+const POLL_DEFAULT: u64 = 25;
+const POLL_MAX: u64 = 60;
+const WS_PING_EVERY: Duration = Duration::from_secs(20);
+const SSE_HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
+
+/// Caps on open watchers, in total and per upload, so watchers cannot starve uploads.
+pub struct WatcherSlots {
+    max_total: usize,
+    max_per_upload: usize,
+    open: Mutex<(usize, HashMap<String, usize>)>,
+}
+
+/// One watcher's place; freed on drop.
+pub struct Slot {
+    slots: Arc<WatcherSlots>,
+    key: String,
+}
+
+impl WatcherSlots {
+    pub fn new(max_total: usize, max_per_upload: usize) -> Arc<WatcherSlots> {
+        Arc::new(WatcherSlots {
+            max_total,
+            max_per_upload,
+            open: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    fn take(self: &Arc<Self>, key: &str) -> Result<Slot, ApiError> {
+        let mut open = self.lock();
+        if open.0 >= self.max_total {
+            return Err(ApiError::TooManyWatchers {
+                per_upload: false,
+                limit: self.max_total,
+            });
+        }
+        let count = open.1.entry(key.to_owned()).or_default();
+        if *count >= self.max_per_upload {
+            return Err(ApiError::TooManyWatchers {
+                per_upload: true,
+                limit: self.max_per_upload,
+            });
+        }
+        *count += 1;
+        open.0 += 1;
+        Ok(Slot {
+            slots: self.clone(),
+            key: key.to_owned(),
+        })
+    }
+
+    pub fn open(&self) -> usize {
+        self.lock().0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, HashMap<String, usize>)> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.slots.lock();
+        open.0 -= 1;
+        if let Some(count) = open.1.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.1.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Takes a slot and subscribes: a malformed id is 400 and an unknown one 404, before anything
+/// else happens.
+async fn start_watching(
+    path: &str,
+    engine: &Engine,
+    ctx: &Ctx,
+) -> Result<(Watcher, Slot), ApiError> {
+    let id = parse_id(path)?;
+    let slot = ctx.watchers.take(&id.to_string())?;
+    let watcher = engine.watch(id).await?;
+    Ok((watcher, slot))
+}
+
+/// `GET /uploads/{id}/poll?received=N&timeout=S`.
+pub async fn poll(
+    req: HttpRequest,
+    path: web::Path<String>,
+    engine: web::Data<Engine>,
+    ctx: web::Data<Ctx>,
+) -> Result<HttpResponse, ApiError> {
+    let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    let known = match query.get("received") {
+        Some(text) => Some(parse_count(text).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_received",
+                "received must be a non-negative integer",
+            )
+        })?),
+        None => None,
+    };
+    let timeout = match query.get("timeout") {
+        Some(text) => parse_count(text).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_timeout",
+                "timeout must be a whole number of seconds",
+            )
+        })?,
+        None => POLL_DEFAULT,
+    }
+    .min(POLL_MAX);
+    let (mut watcher, _slot) = start_watching(&path, &engine, &ctx).await?;
+    let deadline = sleep(Duration::from_secs(timeout));
+    tokio::pin!(deadline);
+    let status = loop {
+        let status = watcher.latest();
+        if known.is_none_or(|n| n != status.received) || status.is_final() {
+            break status;
+        }
+        tokio::select! {
+            more = watcher.changed() => if !more { break watcher.latest() },
+            () = &mut deadline => break status,
+        }
+    };
+    Ok(status_response(actix_web::http::StatusCode::OK, &status))
+}
+
+/// `GET /uploads/{id}/ws`: the status at once and on every change, then close 1000.
+pub async fn websocket(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Payload,
+    engine: web::Data<Engine>,
+    ctx: web::Data<Ctx>,
+) -> Result<HttpResponse, ApiError> {
+    check_origin(&req, &ctx)?;
+    let (watcher, slot) = start_watching(&path, &engine, &ctx).await?;
+    let (response, session, messages) = actix_ws::handle(&req, body)
+        .map_err(|e| ApiError::bad_request("invalid_websocket", e.to_string()))?;
+    actix_web::rt::spawn(websocket_loop(session, messages, watcher, slot));
+    Ok(response)
+}
+
+/// A WebSocket is not covered by the browser's same-origin rules, so a page on a foreign
+/// origin could otherwise watch any upload whose id it learns.
+fn check_origin(req: &HttpRequest, ctx: &Ctx) -> Result<(), ApiError> {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default().trim();
+    let own_host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let authority = origin
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let allowed = (!own_host.is_empty() && authority.eq_ignore_ascii_case(own_host))
+        || ctx
+            .allowed_origins
+            .iter()
+            .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin));
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::ForbiddenOrigin(origin.to_owned()))
+    }
+}
+
+async fn websocket_loop(
+    mut session: actix_ws::Session,
+    mut messages: actix_ws::MessageStream,
+    mut watcher: Watcher,
+    _slot: Slot,
+) {
+    let mut ping = interval_at(Instant::now() + WS_PING_EVERY, WS_PING_EVERY);
+    let mut last_sent = Instant::now();
+    let first = watcher.latest();
+    if send_status(&mut session, &first).await.is_err() {
+        return;
+    }
+    let mut last = first;
+    while !last.is_final() {
+        tokio::select! {
+            more = watcher.changed() => {
+                sleep_until_gap(last_sent).await;
+                last = watcher.latest();
+                if !more {
+                    last.removed.get_or_insert_with(|| "deleted".into());
+                }
+                if send_status(&mut session, &last).await.is_err() {
+                    return;
+                }
+                last_sent = Instant::now();
+            }
+            _ = ping.tick() => {
+                if session.ping(b"").await.is_err() {
+                    return;
+                }
+            }
+            message = messages.recv() => match message {
+                Some(Ok(Message::Ping(data))) => {
+                    if session.pong(&data).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    let _ = session.close(None).await;
+                    return;
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    let _ = session
+        .close(Some(CloseReason {
+            code: CloseCode::Normal,
+            description: Some(final_word(&last).into()),
+        }))
+        .await;
+}
+
+fn final_word(status: &Status) -> &str {
+    status.removed.as_deref().unwrap_or(status.state.as_str())
+}
+
+async fn send_status(
+    session: &mut actix_ws::Session,
+    status: &Status,
+) -> Result<(), actix_ws::Closed> {
+    let text = serde_json::to_string(status).unwrap_or_default();
+    session.text(text).await
+}
+
+async fn sleep_until_gap(last_sent: Instant) {
+    let ready = last_sent + MIN_GAP;
+    if ready > Instant::now() {
+        tokio::time::sleep_until(ready).await;
+    }
+}
+
+/// `GET /uploads/{id}/events`: Server-Sent Events, ending after the final state.
+pub async fn events(
+    path: web::Path<String>,
+    engine: web::Data<Engine>,
+    ctx: web::Data<Ctx>,
+) -> Result<HttpResponse, ApiError> {
+    let (watcher, slot) = start_watching(&path, &engine, &ctx).await?;
+    let state = SseState {
+        watcher,
+        _slot: slot,
+        heartbeat: interval_at(Instant::now() + SSE_HEARTBEAT_EVERY, SSE_HEARTBEAT_EVERY),
+        last_sent: None,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(state, |mut state| async move {
+        let chunk = state.next_chunk().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), state))
+    });
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        // Tells reverse proxies such as nginx not to hold events back.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(stream))
+}
+
+struct SseState {
+    watcher: Watcher,
+    _slot: Slot,
+    heartbeat: tokio::time::Interval,
+    last_sent: Option<Instant>,
+    done: bool,
+}
+
+impl SseState {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        let Some(last_sent) = self.last_sent else {
+            let first = self.watcher.latest();
+            return Some(self.event(first));
+        };
+        tokio::select! {
+            more = self.watcher.changed() => {
+                sleep_until_gap(last_sent).await;
+                let mut status = self.watcher.latest();
+                if !more {
+                    status.removed.get_or_insert_with(|| "deleted".into());
+                }
+                Some(self.event(status))
+            }
+            _ = self.heartbeat.tick() => Some(Bytes::from_static(b": heartbeat\n\n")),
+        }
+    }
+
+    fn event(&mut self, status: Status) -> Bytes {
+        self.last_sent = Some(Instant::now());
+        self.done = status.is_final();
+        let data = serde_json::to_string(&status).unwrap_or_default();
+        Bytes::from(format!("event: progress\ndata: {data}\n\n"))
+    }
+}
