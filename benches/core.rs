@@ -9,19 +9,18 @@
 //!
 //! and prints throughput, the service/raw ratio, the server's CPU seconds per GiB and its RSS.
 
+mod support;
+
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-const MIB: u64 = 1 << 20;
+use support::{mb_per_s, pseudo_random, rss_kib, upload, Server, MIB};
 const CHUNK: usize = 8 << 20;
 
 fn main() {
@@ -116,24 +115,6 @@ fn main() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
-fn mb_per_s(bytes: u64, secs: f64) -> f64 {
-    bytes as f64 / secs / 1e6
-}
-
-/// Deterministic bytes that do not compress or dedupe (xorshift).
-fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 fn expected_digest(chunk: &[u8], size: u64) -> String {
     let mut hasher = Sha256::new();
     let mut left = size;
@@ -173,146 +154,4 @@ fn raw_disk(path: &Path, chunk: &[u8], size: u64, sync_each: bool) -> f64 {
     drop(file);
     let _ = std::fs::remove_file(path);
     mb_per_s(size, secs)
-}
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(data_dir: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_resumable"))
-            .args(["--bind", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start resumable");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {line:?}"));
-        Server { child, port }
-    }
-
-    fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name: utime and stime are the 12th and 13th.
-        let after = stat.rsplit(')').next().unwrap_or_default();
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: f64 = fields
-            .get(11..13)
-            .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
-            .unwrap_or(0.0);
-        ticks / 100.0
-    }
-
-    fn rss_kib(&self) -> u64 {
-        rss_kib(self.child.id())
-    }
-
-    fn hwm_kib(&self) -> u64 {
-        status_field(self.child.id(), "VmHWM:")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    status_field(pid, "VmRSS:")
-}
-
-fn status_field(pid: u32, name: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Creates an upload and sends it in 8 MiB PATCHes over one connection; returns its SHA-256.
-fn upload(port: u16, chunk: &[u8], size: u64) -> String {
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    conn.set_nodelay(true).ok();
-    let body = format!("{{\"name\":\"bench.bin\",\"size\":{size}}}");
-    let request = format!(
-        "POST /uploads HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(request.as_bytes()).expect("create");
-    let (status, text) = read_response(&mut conn);
-    assert_eq!(status, 201, "{text}");
-    let id = json_field(&text, "id");
-    let mut offset = 0u64;
-    let mut last = String::new();
-    while offset < size {
-        let n = (size - offset).min(chunk.len() as u64) as usize;
-        let head = format!(
-            "PATCH /uploads/{id} HTTP/1.1\r\nHost: bench\r\nUpload-Offset: {offset}\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: {n}\r\n\r\n"
-        );
-        conn.write_all(head.as_bytes()).expect("patch head");
-        conn.write_all(&chunk[..n]).expect("patch body");
-        let (status, text) = read_response(&mut conn);
-        assert_eq!(status, 200, "{text}");
-        offset += n as u64;
-        last = text;
-    }
-    json_field(&last, "sha256")
-}
-
-/// Reads one response. Answers here are small, so one read usually holds all of it.
-fn read_response(conn: &mut TcpStream) -> (u16, String) {
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        let n = conn.read(&mut chunk).expect("response head");
-        assert!(n > 0, "connection closed before the answer");
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())
-                .flatten()
-        })
-        .unwrap_or(0);
-    let mut body = buf[head_end..].to_vec();
-    let missing = length.saturating_sub(body.len());
-    let start = body.len();
-    body.resize(start + missing, 0);
-    conn.read_exact(&mut body[start..]).expect("response body");
-    (status, String::from_utf8_lossy(&body).to_string())
-}
-
-fn json_field(text: &str, field: &str) -> String {
-    let value: serde_json::Value = serde_json::from_str(text).expect("JSON answer");
-    value[field].as_str().unwrap_or_default().to_owned()
 }
