@@ -1,0 +1,9 @@
+//! Black-box tests: each starts the real server (port 0, temporary data directory) and talks
+//! HTTP, WebSocket and SSE to it, as API.md describes.
+
+mod append;
+mod content;
+mod create;
+mod resilience;
+mod support;
+mod watch;
