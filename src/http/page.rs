@@ -11,11 +11,18 @@ struct Asset {
     body: &'static str,
 }
 
-const ASSETS: &[Asset] = &[Asset {
-    path: "app.css",
-    content_type: "text/css; charset=utf-8",
-    body: include_str!("../../static/app.css"),
-}];
+const ASSETS: &[Asset] = &[
+    Asset {
+        path: "app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../static/app.js"),
+    },
+    Asset {
+        path: "app.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("../../static/app.css"),
+    },
+];
 
 pub async fn index() -> HttpResponse {
     HttpResponse::Ok()
@@ -31,6 +38,7 @@ pub async fn asset(path: web::Path<String>) -> Result<HttpResponse, ApiError> {
         .ok_or(ApiError::RouteNotFound)?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, asset.content_type))
-        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        // Revalidate each time: the page and its script must change together after an upgrade.
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
         .body(asset.body))
 }

@@ -18,6 +18,7 @@ pub struct TestServer {
     pub port: u16,
     pub base: String,
     dir: TempDir,
+    bind: String,
     args: Vec<String>,
     envs: Vec<(String, String)>,
 }
@@ -28,12 +29,26 @@ impl TestServer {
     }
 
     pub fn start_with(args: &[&str], envs: &[(&str, &str)]) -> TestServer {
+        TestServer::start_at("127.0.0.1:0", args, envs)
+    }
+
+    /// On a port of its own that stays the same across restarts (for a browser's origin).
+    pub fn start_on_fixed_port(args: &[&str]) -> TestServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        TestServer::start_at(&format!("127.0.0.1:{port}"), args, &[])
+    }
+
+    fn start_at(bind: &str, args: &[&str], envs: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = TestServer {
             child: None,
             port: 0,
             base: String::new(),
             dir,
+            bind: bind.to_owned(),
             args: args.iter().map(|a| a.to_string()).collect(),
             envs: envs
                 .iter()
@@ -46,7 +61,7 @@ impl TestServer {
 
     fn spawn(&mut self) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_resumable"))
-            .args(["--bind", "127.0.0.1:0", "--data-dir"])
+            .args(["--bind", &self.bind, "--data-dir"])
             .arg(self.dir.path())
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
@@ -136,10 +151,14 @@ impl TestServer {
         }
     }
 
-    /// Starts the binary again on the same data directory (a new port).
+    /// Starts the binary again on the same data directory (and the same port if fixed).
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 }
 

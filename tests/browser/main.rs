@@ -1,0 +1,8 @@
+//! Browser tests: Debian's headless Chromium, driven through chromedriver, uses the real page
+//! against the real server.
+
+#[path = "../e2e/support.rs"]
+mod support;
+
+mod harness;
+mod page;
