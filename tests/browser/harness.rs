@@ -1,5 +1,8 @@
 //! Headless Chromium through chromedriver (fantoccini speaks WebDriver to it).
 
+#![allow(dead_code)]
+
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,7 +23,10 @@ impl Browser {
             .expect("a free port")
             .port();
         let driver_bin = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        // Its own process group, so that Chromium (its child) goes down with it even when a
+        // failing test never reaches `close`.
         let driver = Command::new(&driver_bin)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -182,15 +188,20 @@ impl Browser {
         path
     }
 
-    pub async fn close(mut self) {
+    /// Ends the session; dropping the browser then stops chromedriver and Chromium.
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        if let Ok(group) = i32::try_from(self.driver.id()) {
+            // SAFETY: signals the process group we created; no memory is involved.
+            unsafe {
+                libc::kill(-group, libc::SIGKILL);
+            }
+        }
+        let _ = self.driver.wait();
     }
 }
