@@ -62,6 +62,7 @@ impl Application {
             allowed_origins: config.allowed_origins.clone(),
             watchers: http::WatcherSlots::new(config.max_watchers, config.max_watchers_per_upload),
         });
+        let allowed_origins = config.allowed_origins.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(engine_data.clone())
@@ -77,6 +78,8 @@ impl Application {
                         Ok(response)
                     }
                 })
+                .wrap(actix_web::middleware::from_fn(http::protocol_middleware))
+                .wrap(cors(&allowed_origins))
                 .configure(http::routes)
         })
         .listen(listener)
@@ -118,6 +121,39 @@ impl Application {
         sweeper.abort();
         result
     }
+}
+
+/// CORS for browser clients on other origins (tus-js-client, Uppy): the listed origins, and
+/// the request's own host, may call every endpoint and read the protocol headers.
+fn cors(allowed: &[String]) -> actix_cors::Cors {
+    let allowed = allowed.to_vec();
+    actix_cors::Cors::default()
+        .allowed_origin_fn(move |origin, head| {
+            let own_host = head.headers().get("host").and_then(|h| h.to_str().ok());
+            origin
+                .to_str()
+                .is_ok_and(|o| http::origin_allowed(o, own_host, &allowed))
+        })
+        .allowed_methods(["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"])
+        .allow_any_header()
+        .expose_headers([
+            "Location",
+            "Upload-Offset",
+            "Upload-Length",
+            "Upload-Metadata",
+            "Upload-Expires",
+            "Upload-Defer-Length",
+            "Upload-Complete",
+            "Upload-Draft-Interop-Version",
+            "Tus-Resumable",
+            "Tus-Version",
+            "Tus-Extension",
+            "Tus-Max-Size",
+            "Tus-Checksum-Algorithm",
+            "Content-Disposition",
+            "ETag",
+        ])
+        .max_age(86_400)
 }
 
 /// Removes expired uploads in the background, a few times per expiry period.

@@ -3,10 +3,14 @@
 mod headers;
 mod multipart;
 mod native;
+mod origin;
 mod page;
 mod range;
+mod tus;
 mod watch;
 
+pub use origin::is_allowed as origin_allowed;
+pub use tus::middleware as protocol_middleware;
 pub use watch::WatcherSlots;
 
 use actix_web::{guard, web, HttpResponse};
@@ -27,6 +31,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/uploads")
             .route(web::post().to(native::create))
+            .route(web::method(actix_web::http::Method::OPTIONS).to(tus::options))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
@@ -35,6 +40,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::head().to(native::head))
             .route(web::patch().to(native::append))
             .route(web::delete().to(native::delete))
+            .route(web::method(actix_web::http::Method::OPTIONS).to(tus::options))
             .default_service(web::to(method_not_allowed)),
     )
     .service(

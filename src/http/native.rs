@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::headers::{chunk_checksum, optional_count, required_count};
 use super::range::{self, RangeAnswer};
+use super::tus::{self, Protocol};
 use super::{multipart, Ctx};
 use crate::error::ApiError;
 use crate::upload::model::parse_sha256_hex;
@@ -70,6 +71,10 @@ pub async fn create(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
+    let protocol = tus::protocol_of(req.headers());
+    if protocol != Protocol::Native {
+        return tus::create(req, payload, engine, ctx, protocol).await;
+    }
     let essence = content_type.split(';').next().unwrap_or_default().trim();
     match essence {
         "application/json" => {
@@ -188,6 +193,7 @@ pub async fn status(
 }
 
 pub async fn head(
+    req: HttpRequest,
     path: web::Path<String>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
@@ -200,6 +206,7 @@ pub async fn head(
     if let Some(size) = status.size {
         response.insert_header(("Upload-Length", size.to_string()));
     }
+    tus::head_headers(&mut response, &status, tus::protocol_of(req.headers()));
     Ok(response.finish())
 }
 
@@ -211,10 +218,23 @@ pub async fn append(
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let request = parse_append(&req)?;
+    let protocol = tus::protocol_of(req.headers());
+    let mut request = parse_append(&req)?;
+    let finish_at_end = tus::adjust_append(&req, protocol, &mut request)?;
     let engine = engine.into_inner();
-    let status = detached(async move { Ok(engine.append(id, request, payload).await?) }).await?;
-    Ok(status_response(StatusCode::OK, &status))
+    let status = detached(async move {
+        let status = engine.append(id, request, payload).await?;
+        if finish_at_end {
+            // The draft's last chunk of unknown length: the upload is what arrived.
+            return Ok(engine.finish_streamed(id, None, None).await?);
+        }
+        Ok(status)
+    })
+    .await?;
+    Ok(match protocol {
+        Protocol::Native => status_response(StatusCode::OK, &status),
+        _ => tus::append_response(&status, protocol),
+    })
 }
 
 pub fn parse_append(req: &HttpRequest) -> Result<AppendRequest, ApiError> {

@@ -176,17 +176,8 @@ fn check_origin(req: &HttpRequest, ctx: &Ctx) -> Result<(), ApiError> {
     let own_host = req
         .headers()
         .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    let authority = origin
-        .split_once("://")
-        .map(|(_, rest)| rest)
-        .unwrap_or_default();
-    let allowed = (!own_host.is_empty() && authority.eq_ignore_ascii_case(own_host))
-        || ctx
-            .allowed_origins
-            .iter()
-            .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin));
+        .and_then(|h| h.to_str().ok());
+    let allowed = super::origin::is_allowed(origin, own_host, &ctx.allowed_origins);
     if allowed {
         Ok(())
     } else {

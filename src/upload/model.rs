@@ -88,6 +88,9 @@ pub struct Status {
     /// `deleted` or `expired` in the last message watchers get about a removed upload.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub removed: Option<String>,
+    /// tus `Upload-Metadata` exactly as the client sent it (echoed on HEAD, not in JSON).
+    #[serde(skip)]
+    pub metadata: Option<String>,
 }
 
 impl Status {
@@ -110,6 +113,7 @@ impl Status {
             updated_at: rfc3339(row.updated_at),
             expires_at: row.expires_at.map(rfc3339),
             removed: None,
+            metadata: row.metadata.clone(),
         }
     }
 }
