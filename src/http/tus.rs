@@ -251,10 +251,13 @@ fn require_tus_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// Decoded `Upload-Metadata`: each key with its value, if it has one.
+type Metadata = Vec<(String, Option<Vec<u8>>)>;
+
 /// tus `Upload-Metadata`: comma-separated `key base64value` pairs (the value may be absent).
-pub fn parse_metadata(text: &str) -> Result<Vec<(String, Option<Vec<u8>>)>, ApiError> {
+pub fn parse_metadata(text: &str) -> Result<Metadata, ApiError> {
     let invalid = |message: &str| ApiError::bad_request("invalid_metadata", message.to_owned());
-    let mut pairs: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+    let mut pairs: Metadata = Vec::new();
     for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let mut parts = pair.split(' ');
         let key = parts.next().unwrap_or_default();
