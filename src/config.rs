@@ -51,6 +51,11 @@ pub struct Config {
     )]
     pub max_watchers_per_upload: usize,
 
+    /// Serve javascript.info's tutorial protocol (GET /status, POST /upload). Its client picks
+    /// the file id, so anyone who guesses one can append to that upload.
+    #[arg(long, env = "RESUMABLE_TUTORIAL_API")]
+    pub tutorial_api: bool,
+
     /// The public base URL (e.g. https://files.example.com); when set, Location is absolute.
     #[arg(long, env = "RESUMABLE_PUBLIC_URL")]
     pub public_url: Option<String>,

@@ -165,6 +165,25 @@ impl Db {
         rows.iter().map(from_row).collect()
     }
 
+    /// The upload a tutorial-protocol file id maps to.
+    pub async fn tutorial_upload(&self, file_id: &str) -> Result<Option<String>, DbError> {
+        let row = sqlx::query("SELECT upload_id FROM tutorial_files WHERE file_id = ?")
+            .bind(file_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    /// Maps a tutorial-protocol file id to an upload, replacing a stale mapping.
+    pub async fn map_tutorial_file(&self, file_id: &str, upload_id: &str) -> Result<(), DbError> {
+        sqlx::query("INSERT OR REPLACE INTO tutorial_files (file_id, upload_id) VALUES (?, ?)")
+            .bind(file_id)
+            .bind(upload_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

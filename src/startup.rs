@@ -63,6 +63,7 @@ impl Application {
             watchers: http::WatcherSlots::new(config.max_watchers, config.max_watchers_per_upload),
         });
         let allowed_origins = config.allowed_origins.clone();
+        let tutorial_api = config.tutorial_api;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(engine_data.clone())
@@ -80,6 +81,11 @@ impl Application {
                 })
                 .wrap(actix_web::middleware::from_fn(http::protocol_middleware))
                 .wrap(cors(&allowed_origins))
+                .configure(|cfg| {
+                    if tutorial_api {
+                        http::tutorial_routes(cfg);
+                    }
+                })
                 .configure(http::routes)
         })
         .listen(listener)

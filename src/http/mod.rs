@@ -7,6 +7,7 @@ mod origin;
 mod page;
 mod range;
 mod tus;
+mod tutorial;
 mod watch;
 
 pub use origin::is_allowed as origin_allowed;
@@ -24,6 +25,11 @@ pub struct Ctx {
     /// Origins besides the request's own host allowed to open WebSockets.
     pub allowed_origins: Vec<String>,
     pub watchers: std::sync::Arc<WatcherSlots>,
+}
+
+/// The tutorial protocol's routes (only with --tutorial-api).
+pub fn tutorial_routes(cfg: &mut web::ServiceConfig) {
+    tutorial::routes(cfg);
 }
 
 /// The one route table.

@@ -560,6 +560,42 @@ impl Engine {
         }
     }
 
+    /// The live upload behind a tutorial-protocol file id, if any.
+    pub async fn tutorial_upload(&self, file_id: &str) -> Result<Option<Status>> {
+        let Some(id) = self.db.tutorial_upload(file_id).await? else {
+            return Ok(None);
+        };
+        let Ok(id) = id.parse::<UploadId>() else {
+            return Ok(None);
+        };
+        match self.status(id).await {
+            Ok(status) => Ok(Some(status)),
+            Err(UploadError::NotFound | UploadError::Gone(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates the upload for a tutorial-protocol file id. The tutorial's ids read
+    /// `<name>-<size>-<lastModified>`; where one does, its name and size are used.
+    pub async fn tutorial_create(&self, file_id: &str) -> Result<Status> {
+        let mut parts = file_id.rsplitn(3, '-');
+        let (_modified, size, name) = (parts.next(), parts.next(), parts.next());
+        let size = size.and_then(|s| s.parse::<u64>().ok());
+        let name = name
+            .filter(|n| size.is_some() && validate_name(n).is_ok())
+            .unwrap_or("upload")
+            .to_owned();
+        let status = self
+            .create(NewUpload {
+                name,
+                size,
+                ..NewUpload::default()
+            })
+            .await?;
+        self.db.map_tutorial_file(file_id, &status.id).await?;
+        Ok(status)
+    }
+
     /// Makes every unfinished upload's file and row agree again after a crash.
     pub async fn reconcile(&self) -> Result<usize> {
         let mut repaired = 0;

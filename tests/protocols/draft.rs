@@ -1,0 +1,113 @@
+use crate::support::*;
+
+fn draft() -> reqwest::Client {
+    reqwest::Client::builder()
+        .default_headers(
+            [(
+                "upload-draft-interop-version".parse().unwrap(),
+                "6".parse().unwrap(),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()
+        .unwrap()
+}
+
+fn header(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name}"))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_draft_creates_reports_and_appends_with_upload_complete() {
+    let server = TestServer::start();
+    let bytes = data(9000, 61);
+    let created = draft()
+        .post(server.url("/uploads"))
+        .header("Upload-Complete", "?0")
+        .header("Content-Type", "application/partial-upload")
+        .body(bytes[..4000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    assert_eq!(header(&created, "upload-offset"), "4000");
+    assert_eq!(header(&created, "upload-complete"), "?0");
+    let url = header(&created, "location");
+    let head = draft().head(server.url(&url)).send().await.unwrap();
+    assert_eq!(head.status(), 204);
+    assert_eq!(header(&head, "upload-offset"), "4000");
+    assert_eq!(header(&head, "upload-complete"), "?0");
+    assert_eq!(header(&head, "cache-control"), "no-store");
+    let mismatch = draft()
+        .patch(server.url(&url))
+        .header("Upload-Offset", "10")
+        .header("Upload-Complete", "?1")
+        .header("Content-Type", "application/partial-upload")
+        .body(bytes[4000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mismatch.status(), 409);
+    assert_eq!(header(&mismatch, "upload-offset"), "4000");
+    let last = draft()
+        .patch(server.url(&url))
+        .header("Upload-Offset", "4000")
+        .header("Upload-Complete", "?1")
+        .header("Content-Type", "application/partial-upload")
+        .body(bytes[4000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(last.status(), 204);
+    assert_eq!(header(&last, "upload-complete"), "?1");
+    assert_eq!(header(&last, "upload-offset"), "9000");
+    let id = url.rsplit('/').next().unwrap();
+    assert_eq!(status(&server, id).await["state"], "complete");
+    assert_eq!(content(&server, id).await, bytes);
+    assert_eq!(
+        draft()
+            .delete(server.url(&url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+}
+
+#[tokio::test]
+async fn a_whole_upload_in_one_draft_request_is_complete() {
+    let server = TestServer::start();
+    let bytes = data(3000, 62);
+    let created = draft()
+        .post(server.url("/uploads"))
+        .header("Upload-Complete", "?1")
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    assert_eq!(header(&created, "upload-complete"), "?1");
+    let id = header(&created, "location")
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(status(&server, &id).await["sha256"], sha_hex(&bytes));
+    let unknown_version = client()
+        .post(server.url("/uploads"))
+        .header("Upload-Draft-Interop-Version", "999")
+        .header("Upload-Complete", "?1")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown_version.status(), 400);
+}

@@ -1,0 +1,397 @@
+use base64::Engine as _;
+use sha2::Digest;
+
+use crate::support::*;
+
+fn tus_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .default_headers(
+            [("tus-resumable".parse().unwrap(), "1.0.0".parse().unwrap())]
+                .into_iter()
+                .collect(),
+        )
+        .build()
+        .unwrap()
+}
+
+fn header(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header"))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn tus_create(
+    server: &TestServer,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut request = tus_client().post(server.url("/uploads"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(body).send().await.unwrap()
+}
+
+async fn tus_patch(
+    server: &TestServer,
+    url: &str,
+    offset: u64,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    tus_client()
+        .patch(server.url(url))
+        .header("Upload-Offset", offset.to_string())
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn options_lists_version_extensions_algorithms_and_max_size() {
+    let server = TestServer::start_with(&["--max-upload-size", "1G"], &[]);
+    let response = client()
+        .request(reqwest::Method::OPTIONS, server.url("/uploads"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(header(&response, "tus-version"), "1.0.0");
+    assert_eq!(header(&response, "tus-resumable"), "1.0.0");
+    assert_eq!(header(&response, "tus-max-size"), (1u64 << 30).to_string());
+    let extensions = header(&response, "tus-extension");
+    for extension in [
+        "creation",
+        "creation-with-upload",
+        "creation-defer-length",
+        "termination",
+        "expiration",
+        "checksum",
+    ] {
+        assert!(
+            extensions.split(',').any(|e| e == extension),
+            "{extension} in {extensions}"
+        );
+    }
+    let algorithms = header(&response, "tus-checksum-algorithm");
+    assert!(
+        algorithms.contains("sha1") && algorithms.contains("sha256"),
+        "{algorithms}"
+    );
+}
+
+#[tokio::test]
+async fn an_unsupported_version_is_412_with_tus_version() {
+    let server = TestServer::start();
+    let response = client()
+        .post(server.url("/uploads"))
+        .header("Tus-Resumable", "0.2.2")
+        .header("Upload-Length", "10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 412);
+    assert_eq!(header(&response, "tus-version"), "1.0.0");
+    assert!(server.stored_files().is_empty());
+}
+
+#[tokio::test]
+async fn creation_head_patch_and_termination_follow_tus() {
+    let server = TestServer::start();
+    let bytes = data(10_000, 51);
+    let metadata = format!(
+        "filename {},filetype {},flag",
+        base64::engine::general_purpose::STANDARD.encode("report.pdf"),
+        base64::engine::general_purpose::STANDARD.encode("application/pdf")
+    );
+    let created = tus_create(
+        &server,
+        &[("Upload-Length", "10000"), ("Upload-Metadata", &metadata)],
+        vec![],
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    assert_eq!(header(&created, "tus-resumable"), "1.0.0");
+    assert_eq!(header(&created, "upload-offset"), "0");
+    assert!(httpdate_ok(&header(&created, "upload-expires")));
+    let url = header(&created, "location");
+    let id = url.rsplit('/').next().unwrap().to_owned();
+    let native = status(&server, &id).await;
+    assert_eq!(
+        (native["name"].clone(), native["content_type"].clone()),
+        (
+            serde_json::json!("report.pdf"),
+            serde_json::json!("application/pdf")
+        )
+    );
+
+    let head = tus_client().head(server.url(&url)).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(header(&head, "upload-offset"), "0");
+    assert_eq!(header(&head, "upload-length"), "10000");
+    assert_eq!(header(&head, "upload-metadata"), metadata);
+    assert_eq!(header(&head, "cache-control"), "no-store");
+    assert_eq!(header(&head, "tus-resumable"), "1.0.0");
+
+    let wrong_type = tus_client()
+        .patch(server.url(&url))
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/octet-stream")
+        .body(bytes[..10].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_type.status(), 415);
+    let answer = tus_patch(&server, &url, 0, bytes[..4000].to_vec()).await;
+    assert_eq!(answer.status(), 204);
+    assert_eq!(header(&answer, "upload-offset"), "4000");
+    assert!(httpdate_ok(&header(&answer, "upload-expires")));
+    let conflict = tus_patch(&server, &url, 0, bytes[..10].to_vec()).await;
+    assert_eq!(conflict.status(), 409);
+    assert_eq!(header(&conflict, "upload-offset"), "4000");
+
+    // checksum: sha1 mismatch is 460 and discards the chunk; an unknown algorithm is 400.
+    let bad = tus_client()
+        .patch(server.url(&url))
+        .header("Upload-Offset", "4000")
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Checksum", format!("sha1 {}", b64(&[7u8; 20])))
+        .body(bytes[4000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 460);
+    assert_eq!(received(&server, &id).await, 4000);
+    let unknown = tus_client()
+        .patch(server.url(&url))
+        .header("Upload-Offset", "4000")
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Checksum", "crc32 AAAAAA==")
+        .body(bytes[4000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    let good = tus_client()
+        .patch(server.url(&url))
+        .header("Upload-Offset", "4000")
+        .header("Content-Type", "application/offset+octet-stream")
+        .header(
+            "Upload-Checksum",
+            format!("sha256 {}", b64(&sha2::Sha256::digest(&bytes[4000..]))),
+        )
+        .body(bytes[4000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status(), 204);
+    assert_eq!(header(&good, "upload-offset"), "10000");
+    assert_eq!(content(&server, &id).await, bytes);
+
+    let gone = tus_client().delete(server.url(&url)).send().await.unwrap();
+    assert_eq!(gone.status(), 204);
+    assert_eq!(
+        tus_client()
+            .head(server.url(&url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        410
+    );
+}
+
+fn httpdate_ok(text: &str) -> bool {
+    text.ends_with(" GMT") && text.len() == 29
+}
+
+#[tokio::test]
+async fn creation_needs_a_length_or_a_deferral() {
+    let server = TestServer::start();
+    assert_eq!(tus_create(&server, &[], vec![]).await.status(), 400);
+    assert_eq!(
+        tus_create(
+            &server,
+            &[("Upload-Length", "5"), ("Upload-Defer-Length", "1")],
+            vec![]
+        )
+        .await
+        .status(),
+        400
+    );
+    assert_eq!(
+        tus_create(&server, &[("Upload-Defer-Length", "2")], vec![])
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        tus_create(&server, &[("Upload-Length", "-5")], vec![])
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        tus_create(
+            &server,
+            &[("Upload-Length", "5"), ("Upload-Metadata", "a !!")],
+            vec![]
+        )
+        .await
+        .status(),
+        400
+    );
+}
+
+#[tokio::test]
+async fn a_deferred_length_is_set_by_a_later_patch() {
+    let server = TestServer::start();
+    let created = tus_create(&server, &[("Upload-Defer-Length", "1")], vec![]).await;
+    assert_eq!(created.status(), 201);
+    let url = header(&created, "location");
+    let head = tus_client().head(server.url(&url)).send().await.unwrap();
+    assert_eq!(header(&head, "upload-defer-length"), "1");
+    assert!(head.headers().get("upload-length").is_none());
+    assert_eq!(
+        tus_patch(&server, &url, 0, vec![1; 100]).await.status(),
+        204
+    );
+    let last = tus_client()
+        .patch(server.url(&url))
+        .header("Upload-Offset", "100")
+        .header("Upload-Length", "150")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(vec![2; 50])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(last.status(), 204);
+    let id = url.rsplit('/').next().unwrap();
+    let status = status(&server, id).await;
+    assert_eq!(
+        (status["size"].clone(), status["state"].clone()),
+        (serde_json::json!(150), serde_json::json!("complete"))
+    );
+    let changed = tus_client()
+        .patch(server.url(&url))
+        .header("Upload-Offset", "150")
+        .header("Upload-Length", "151")
+        .header("Content-Type", "application/offset+octet-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 409);
+}
+
+#[tokio::test]
+async fn creation_with_upload_stores_the_first_chunk() {
+    let server = TestServer::start();
+    let bytes = data(5000, 52);
+    let created = tus_client()
+        .post(server.url("/uploads"))
+        .header("Upload-Length", "5000")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(bytes[..3000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    assert_eq!(header(&created, "upload-offset"), "3000");
+    let url = header(&created, "location");
+    assert_eq!(
+        tus_patch(&server, &url, 3000, bytes[3000..].to_vec())
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        content(&server, url.rsplit('/').next().unwrap()).await,
+        bytes
+    );
+}
+
+#[tokio::test]
+async fn method_override_turns_a_post_into_patch_or_delete() {
+    let server = TestServer::start();
+    let created = tus_create(&server, &[("Upload-Length", "4")], vec![]).await;
+    let url = header(&created, "location");
+    let patched = tus_client()
+        .post(server.url(&url))
+        .header("X-HTTP-Method-Override", "PATCH")
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(b"abcd".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 204);
+    assert_eq!(header(&patched, "upload-offset"), "4");
+    let deleted = tus_client()
+        .post(server.url(&url))
+        .header("X-HTTP-Method-Override", "DELETE")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+}
+
+#[tokio::test]
+async fn cors_preflight_and_exposed_headers_for_allowed_origins_only() {
+    let server = TestServer::start_with(&["--allowed-origin", "https://app.example"], &[]);
+    let preflight = client()
+        .request(reqwest::Method::OPTIONS, server.url("/uploads"))
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "tus-resumable, upload-length, upload-metadata",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(
+        header(&preflight, "access-control-allow-origin"),
+        "https://app.example"
+    );
+    let methods = header(&preflight, "access-control-allow-methods");
+    assert!(
+        methods.contains("PATCH") && methods.contains("DELETE"),
+        "{methods}"
+    );
+    let created = tus_client()
+        .post(server.url("/uploads"))
+        .header("Origin", "https://app.example")
+        .header("Upload-Length", "3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let exposed = header(&created, "access-control-expose-headers").to_ascii_lowercase();
+    for name in [
+        "location",
+        "upload-offset",
+        "upload-length",
+        "upload-metadata",
+        "upload-expires",
+        "tus-resumable",
+    ] {
+        assert!(exposed.contains(name), "{name} not exposed: {exposed}");
+    }
+    let foreign = client()
+        .request(reqwest::Method::OPTIONS, server.url("/uploads"))
+        .header("Origin", "https://evil.example")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(foreign
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+}
