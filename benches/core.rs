@@ -5,7 +5,8 @@
 //! 1. writes 1 GiB straight to a file in 8 MiB writes (fdatasync after each, the durability a
 //!    PATCH promises; and once more with a single fdatasync at the end),
 //! 2. uploads 1 GiB in 8 MiB PATCHes over one keep-alive connection,
-//! 3. uploads 32 files of 32 MiB concurrently,
+//! 3. uploads the same 1 GiB again as a tus client would (tus creation and PATCHes),
+//! 4. uploads 32 files of 32 MiB concurrently,
 //!
 //! and prints throughput, the service/raw ratio, the server's CPU seconds per GiB and its RSS.
 
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use support::{mb_per_s, pseudo_random, rss_kib, upload, Server, MIB};
+use support::{mb_per_s, pseudo_random, rss_kib, upload, upload_tus, Server, MIB};
 const CHUNK: usize = 8 << 20;
 
 fn main() {
@@ -68,6 +69,19 @@ fn main() {
         single / raw_once
     );
     let rss_after_single = server.rss_kib();
+
+    let started = Instant::now();
+    let tus_digest = upload_tus(server.port, &chunk, single_size);
+    let tus = mb_per_s(single_size, started.elapsed().as_secs_f64());
+    assert_eq!(
+        tus_digest,
+        expected_digest(&chunk, single_size),
+        "tus upload SHA-256"
+    );
+    println!(
+        "service, the same upload with tus PATCHes: {tus:.0} MB/s, ratio tus/native {:.2}",
+        tus / single
+    );
 
     let peak = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));

@@ -112,21 +112,72 @@ pub fn upload(port: u16, chunk: &[u8], size: u64) -> String {
     let (status, text) = read_response(&mut conn);
     assert_eq!(status, 201, "{text}");
     let id = json_field(&text, "id");
+    send_patches(&mut conn, &id, chunk, size, "", 200);
+    let (_, text) = get(&mut conn, &format!("/uploads/{id}"));
+    json_field(&text, "sha256")
+}
+
+/// The same upload as a tus client sends it: tus creation, then tus PATCHes (answered 204).
+pub fn upload_tus(port: u16, chunk: &[u8], size: u64) -> String {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    conn.set_nodelay(true).ok();
+    let request = format!(
+        "POST /uploads HTTP/1.1\r\nHost: bench\r\nTus-Resumable: 1.0.0\r\nUpload-Length: {size}\r\nContent-Length: 0\r\n\r\n"
+    );
+    conn.write_all(request.as_bytes()).expect("create");
+    let (status, head) = read_head_and_body(&mut conn);
+    assert_eq!(status, 201);
+    let location = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or_else(|| l.strip_prefix("Location: "))
+        })
+        .expect("Location")
+        .trim()
+        .to_owned();
+    let id = location.rsplit('/').next().expect("id").to_owned();
+    send_patches(&mut conn, &id, chunk, size, "Tus-Resumable: 1.0.0\r\n", 204);
+    let (_, text) = get(&mut conn, &format!("/uploads/{id}"));
+    json_field(&text, "sha256")
+}
+
+fn send_patches(conn: &mut TcpStream, id: &str, chunk: &[u8], size: u64, extra: &str, expect: u16) {
     let mut offset = 0u64;
-    let mut last = String::new();
     while offset < size {
         let n = (size - offset).min(chunk.len() as u64) as usize;
         let head = format!(
-            "PATCH /uploads/{id} HTTP/1.1\r\nHost: bench\r\nUpload-Offset: {offset}\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: {n}\r\n\r\n"
+            "PATCH /uploads/{id} HTTP/1.1\r\nHost: bench\r\n{extra}Upload-Offset: {offset}\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: {n}\r\n\r\n"
         );
         conn.write_all(head.as_bytes()).expect("patch head");
         conn.write_all(&chunk[..n]).expect("patch body");
-        let (status, text) = read_response(&mut conn);
-        assert_eq!(status, 200, "{text}");
+        let (status, text) = read_response(conn);
+        assert_eq!(status, expect, "{text}");
         offset += n as u64;
-        last = text;
     }
-    json_field(&last, "sha256")
+}
+
+fn get(conn: &mut TcpStream, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+    conn.write_all(request.as_bytes()).expect("get");
+    read_response(conn)
+}
+
+fn read_head_and_body(conn: &mut TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut chunk).expect("response head");
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head)
 }
 
 /// Reads one response. Answers here are small, so one read usually holds all of it.

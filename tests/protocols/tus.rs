@@ -395,3 +395,34 @@ async fn cors_preflight_and_exposed_headers_for_allowed_origins_only() {
         .get("access-control-allow-origin")
         .is_none());
 }
+
+#[tokio::test]
+async fn a_resuming_tus_client_takes_over_a_stalled_patch_at_once() {
+    use std::io::Write;
+    let server = TestServer::start();
+    let bytes = data(600_000, 53);
+    let created = tus_create(&server, &[("Upload-Length", "600000")], vec![]).await;
+    let url = header(&created, "location");
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let head = format!(
+        "PATCH {url} HTTP/1.1\r\nHost: t\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: 600000\r\n\r\n"
+    );
+    stalled.write_all(head.as_bytes()).unwrap();
+    stalled.write_all(&bytes[..250_000]).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    // What tus-js-client does after a drop: HEAD for the offset, then PATCH from there.
+    let mut offset: u64 = header(&tus_client().head(server.url(&url)).send().await.unwrap(), "upload-offset")
+        .parse()
+        .unwrap();
+    let mut answer = tus_patch(&server, &url, offset, bytes[offset as usize..].to_vec()).await;
+    if answer.status() == 409 {
+        offset = header(&answer, "upload-offset").parse().unwrap();
+        assert_eq!(offset, 250_000);
+        answer = tus_patch(&server, &url, offset, bytes[offset as usize..].to_vec()).await;
+    }
+    assert_eq!(answer.status(), 204, "never 423, never a wait for the dead connection");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
+    assert_eq!(content(&server, url.rsplit('/').next().unwrap()).await, bytes);
+    drop(stalled);
+}
