@@ -206,7 +206,13 @@ pub async fn head(
     if let Some(size) = status.size {
         response.insert_header(("Upload-Length", size.to_string()));
     }
-    tus::head_headers(&mut response, &status, tus::protocol_of(req.headers()));
+    let max_size = engine.settings().max_upload_size;
+    tus::head_headers(
+        &mut response,
+        &status,
+        tus::protocol_of(req.headers()),
+        max_size,
+    );
     Ok(response.finish())
 }
 
@@ -221,6 +227,7 @@ pub async fn append(
     let protocol = tus::protocol_of(req.headers());
     let mut request = parse_append(&req)?;
     let finish_at_end = tus::adjust_append(&req, protocol, &mut request)?;
+    let max_size = engine.settings().max_upload_size;
     let engine = engine.into_inner();
     let status = detached(async move {
         let status = engine.append(id, request, payload).await?;
@@ -233,7 +240,7 @@ pub async fn append(
     .await?;
     Ok(match protocol {
         Protocol::Native => status_response(StatusCode::OK, &status),
-        _ => tus::append_response(&status, protocol),
+        _ => tus::append_response(&status, protocol, max_size),
     })
 }
 

@@ -27,8 +27,10 @@ const EXTENSIONS: &str =
     "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum";
 const CHECKSUM_ALGORITHMS: &str = "sha1,sha256";
 /// Interop versions of the draft served: 6 is draft-05, what tus-js-client's
-/// `ietf-draft-05` protocol speaks.
-const DRAFT_INTEROP_VERSIONS: &[u32] = &[6];
+/// `ietf-draft-05` protocol speaks; 8 is the newest (drafts -09 on), which adds `Upload-Limit`,
+/// `Accept-Patch` in OPTIONS, and requires `application/partial-upload` on appends.
+const DRAFT_INTEROP_VERSIONS: &[u32] = &[6, 8];
+const PARTIAL_UPLOAD: &str = "application/partial-upload";
 const TUS_CONTENT_TYPE: &str = "application/offset+octet-stream";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +99,19 @@ pub async fn middleware(
         }
     }
     let mut response = next.call(req).await?;
+    if protocol == Protocol::Draft(8) && response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        // The draft wants the limits on a 413 that they caused.
+        let max = response
+            .request()
+            .app_data::<web::Data<Engine>>()
+            .and_then(|engine| engine.settings().max_upload_size);
+        if let Some(value) = max.and_then(|m| HeaderValue::from_str(&format!("max-size={m}")).ok())
+        {
+            response
+                .headers_mut()
+                .insert(header::HeaderName::from_static("upload-limit"), value);
+        }
+    }
     if protocol == Protocol::Tus || is_options {
         response.headers_mut().insert(
             header::HeaderName::from_static("tus-resumable"),
@@ -113,8 +128,11 @@ pub async fn options(engine: web::Data<Engine>) -> HttpResponse {
         .insert_header(("Tus-Version", TUS_VERSION))
         .insert_header(("Tus-Extension", EXTENSIONS))
         .insert_header(("Tus-Checksum-Algorithm", CHECKSUM_ALGORITHMS));
+    // The draft's discovery: appends take application/partial-upload, within these limits.
+    response.insert_header(("Accept-Patch", PARTIAL_UPLOAD));
     if let Some(max) = engine.settings().max_upload_size {
         response.insert_header(("Tus-Max-Size", max.to_string()));
+        response.insert_header(("Upload-Limit", format!("max-size={max}")));
     }
     response.finish()
 }
@@ -151,6 +169,7 @@ pub async fn create(
         expected_sha256: None,
         metadata: raw_metadata,
     };
+    let max_size = engine.settings().max_upload_size;
     let mut status = engine.create(new).await?;
     let has_body =
         content_length.is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING);
@@ -180,7 +199,7 @@ pub async fn create(
     response
         .insert_header((header::LOCATION, location(&ctx, &status.id)))
         .insert_header(("Upload-Offset", status.received.to_string()));
-    progress_headers(&mut response, &status, protocol);
+    progress_headers(&mut response, &status, protocol, max_size);
     Ok(response.finish())
 }
 
@@ -238,15 +257,19 @@ fn declared_size(
 }
 
 fn require_tus_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    require_content_type(headers, TUS_CONTENT_TYPE)
+}
+
+fn require_content_type(headers: &HeaderMap, wanted: &str) -> Result<(), ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if content_type.split(';').next().unwrap_or_default().trim() == TUS_CONTENT_TYPE {
+    if content_type.split(';').next().unwrap_or_default().trim() == wanted {
         Ok(())
     } else {
         Err(ApiError::UnsupportedMediaType(format!(
-            "a tus PATCH carries Content-Type: {TUS_CONTENT_TYPE}"
+            "this append carries Content-Type: {wanted}"
         )))
     }
 }
@@ -306,8 +329,14 @@ fn name_from(metadata: &[(String, Option<Vec<u8>>)]) -> String {
         .unwrap_or_else(|| "upload".to_owned())
 }
 
-/// `Upload-Expires` (tus expiration) and `Upload-Complete` (the draft).
-pub fn progress_headers(response: &mut HttpResponseBuilder, status: &Status, protocol: Protocol) {
+/// `Upload-Expires` (tus expiration); `Upload-Complete` and, from interop version 8,
+/// `Upload-Limit` (the draft).
+pub fn progress_headers(
+    response: &mut HttpResponseBuilder,
+    status: &Status,
+    protocol: Protocol,
+    max_size: Option<u64>,
+) {
     match protocol {
         Protocol::Tus => {
             if let Some(expires) = status.expires_at.as_deref().and_then(http_date) {
@@ -321,9 +350,32 @@ pub fn progress_headers(response: &mut HttpResponseBuilder, status: &Status, pro
                 "?1"
             };
             response.insert_header(("Upload-Complete", complete));
+            if protocol == Protocol::Draft(8) {
+                if let Some(limit) = upload_limit(status, max_size) {
+                    response.insert_header(("Upload-Limit", limit));
+                }
+            }
         }
         Protocol::Native => {}
     }
+}
+
+/// The draft's `Upload-Limit` dictionary: the largest size, and the seconds an incomplete
+/// upload has left before it expires.
+fn upload_limit(status: &Status, max_size: Option<u64>) -> Option<String> {
+    let mut members = Vec::new();
+    if let Some(max) = max_size {
+        members.push(format!("max-size={max}"));
+    }
+    let left = status
+        .expires_at
+        .as_deref()
+        .and_then(|at| humantime::parse_rfc3339(at).ok())
+        .and_then(|at| at.duration_since(SystemTime::now()).ok());
+    if let Some(left) = left {
+        members.push(format!("max-age={}", left.as_secs()));
+    }
+    (!members.is_empty()).then(|| members.join(", "))
 }
 
 fn http_date(rfc3339: &str) -> Option<String> {
@@ -344,7 +396,10 @@ pub fn adjust_append(
             require_tus_content_type(req.headers())?;
             Ok(false)
         }
-        Protocol::Draft(_) => {
+        Protocol::Draft(version) => {
+            if version >= 8 {
+                require_content_type(req.headers(), PARTIAL_UPLOAD)?;
+            }
             let complete = upload_complete(req.headers())? == Some(true);
             if complete && request.length.is_none() {
                 match request.content_length {
@@ -358,17 +413,22 @@ pub fn adjust_append(
 }
 
 /// The answer to a successful tus or draft PATCH: 204 with the new offset.
-pub fn append_response(status: &Status, protocol: Protocol) -> HttpResponse {
+pub fn append_response(status: &Status, protocol: Protocol, max_size: Option<u64>) -> HttpResponse {
     let mut response = HttpResponse::NoContent();
     response
         .insert_header(("Upload-Offset", status.received.to_string()))
         .insert_header((header::CACHE_CONTROL, "no-store"));
-    progress_headers(&mut response, status, protocol);
+    progress_headers(&mut response, status, protocol, max_size);
     response.finish()
 }
 
 /// Extra HEAD headers: the metadata as given, a deferred length, and the draft's completion.
-pub fn head_headers(response: &mut HttpResponseBuilder, status: &Status, protocol: Protocol) {
+pub fn head_headers(
+    response: &mut HttpResponseBuilder,
+    status: &Status,
+    protocol: Protocol,
+    max_size: Option<u64>,
+) {
     if let Some(metadata) = &status.metadata {
         response.insert_header(("Upload-Metadata", metadata.clone()));
     }
@@ -377,7 +437,7 @@ pub fn head_headers(response: &mut HttpResponseBuilder, status: &Status, protoco
     }
     if let Protocol::Draft(_) = protocol {
         response.status(StatusCode::NO_CONTENT);
-        progress_headers(response, status, protocol);
+        progress_headers(response, status, protocol, max_size);
     }
 }
 

@@ -111,3 +111,89 @@ async fn a_whole_upload_in_one_draft_request_is_complete() {
         .unwrap();
     assert_eq!(unknown_version.status(), 400);
 }
+
+fn draft8() -> reqwest::Client {
+    reqwest::Client::builder()
+        .default_headers(
+            [(
+                "upload-draft-interop-version".parse().unwrap(),
+                "8".parse().unwrap(),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn interop_version_8_announces_limits_and_requires_partial_upload() {
+    let server = TestServer::start_with(&["--max-upload-size", "1M"], &[]);
+    let options = draft8()
+        .request(reqwest::Method::OPTIONS, server.url("/uploads"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&options, "accept-patch"),
+        "application/partial-upload"
+    );
+    assert_eq!(header(&options, "upload-limit"), "max-size=1048576");
+
+    let bytes = data(5000, 63);
+    let created = draft8()
+        .post(server.url("/uploads"))
+        .header("Upload-Complete", "?0")
+        .header("Upload-Length", "5000")
+        .body(bytes[..1000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let limit = header(&created, "upload-limit");
+    assert!(
+        limit.contains("max-size=1048576") && limit.contains("max-age="),
+        "{limit}"
+    );
+    let url = header(&created, "location");
+    let head = draft8().head(server.url(&url)).send().await.unwrap();
+    assert_eq!(head.status(), 204);
+    assert_eq!(header(&head, "upload-length"), "5000");
+    assert_eq!(header(&head, "upload-offset"), "1000");
+    assert_eq!(header(&head, "upload-complete"), "?0");
+    assert!(header(&head, "upload-limit").contains("max-size=1048576"));
+    let untyped = draft8()
+        .patch(server.url(&url))
+        .header("Upload-Offset", "1000")
+        .header("Upload-Complete", "?1")
+        .body(bytes[1000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(untyped.status(), 415);
+    let last = draft8()
+        .patch(server.url(&url))
+        .header("Upload-Offset", "1000")
+        .header("Upload-Complete", "?1")
+        .header("Content-Type", "application/partial-upload")
+        .body(bytes[1000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(last.status(), 204);
+    assert_eq!(header(&last, "upload-complete"), "?1");
+    assert_eq!(
+        content(&server, url.rsplit('/').next().unwrap()).await,
+        bytes
+    );
+
+    let too_big = draft8()
+        .post(server.url("/uploads"))
+        .header("Upload-Complete", "?0")
+        .header("Upload-Length", "2000000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), 413);
+    assert_eq!(header(&too_big, "upload-limit"), "max-size=1048576");
+}

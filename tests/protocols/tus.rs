@@ -412,17 +412,31 @@ async fn a_resuming_tus_client_takes_over_a_stalled_patch_at_once() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
     // What tus-js-client does after a drop: HEAD for the offset, then PATCH from there.
-    let mut offset: u64 = header(&tus_client().head(server.url(&url)).send().await.unwrap(), "upload-offset")
-        .parse()
-        .unwrap();
+    let mut offset: u64 = header(
+        &tus_client().head(server.url(&url)).send().await.unwrap(),
+        "upload-offset",
+    )
+    .parse()
+    .unwrap();
     let mut answer = tus_patch(&server, &url, offset, bytes[offset as usize..].to_vec()).await;
     if answer.status() == 409 {
         offset = header(&answer, "upload-offset").parse().unwrap();
         assert_eq!(offset, 250_000);
         answer = tus_patch(&server, &url, offset, bytes[offset as usize..].to_vec()).await;
     }
-    assert_eq!(answer.status(), 204, "never 423, never a wait for the dead connection");
-    assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
-    assert_eq!(content(&server, url.rsplit('/').next().unwrap()).await, bytes);
+    assert_eq!(
+        answer.status(),
+        204,
+        "never 423, never a wait for the dead connection"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        content(&server, url.rsplit('/').next().unwrap()).await,
+        bytes
+    );
     drop(stalled);
 }
