@@ -18,7 +18,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
-use support::{json_field, mb_per_s, pseudo_random, read_response, rss_kib, Server, MIB};
+use support::{create, mb_per_s, pseudo_random, read_response, rss_kib, Server, MIB};
 
 /// Watchers that follow the measured upload, for the delay figures.
 const ACTIVE_WATCHERS: usize = 100;
@@ -150,20 +150,6 @@ fn settle_rss(pid: u32) -> u64 {
         last = now;
     }
     last
-}
-
-fn create(port: u16, size: u64) -> String {
-    use std::io::Write;
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let body = format!("{{\"name\":\"watched.bin\",\"size\":{size}}}");
-    let request = format!(
-        "POST /uploads HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(request.as_bytes()).expect("create");
-    let (status, text) = read_response(&mut conn);
-    assert_eq!(status, 201, "{text}");
-    json_field(&text, "id")
 }
 
 /// Uploads `size` bytes in 8 MiB PATCHes (to `id`, or to a new upload); returns each PATCH's

@@ -99,19 +99,29 @@ pub fn status_field(pid: u32, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Creates an upload and sends it in 8 MiB PATCHes over one connection; returns its SHA-256.
-pub fn upload(port: u16, chunk: &[u8], size: u64) -> String {
+/// Creates an upload of `size` bytes (native JSON API); returns its id.
+pub fn create(port: u16, size: u64) -> String {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    conn.set_nodelay(true).ok();
+    create_on(&mut conn, size)
+}
+
+fn create_on(conn: &mut TcpStream, size: u64) -> String {
     let body = format!("{{\"name\":\"bench.bin\",\"size\":{size}}}");
     let request = format!(
         "POST /uploads HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     conn.write_all(request.as_bytes()).expect("create");
-    let (status, text) = read_response(&mut conn);
+    let (status, text) = read_response(conn);
     assert_eq!(status, 201, "{text}");
-    let id = json_field(&text, "id");
+    json_field(&text, "id")
+}
+
+/// Creates an upload and sends it in 8 MiB PATCHes over one connection; returns its SHA-256.
+pub fn upload(port: u16, chunk: &[u8], size: u64) -> String {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    conn.set_nodelay(true).ok();
+    let id = create_on(&mut conn, size);
     send_patches(&mut conn, &id, chunk, size, "", 200);
     let (_, text) = get(&mut conn, &format!("/uploads/{id}"));
     json_field(&text, "sha256")

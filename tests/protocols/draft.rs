@@ -1,27 +1,12 @@
 use crate::support::*;
+use crate::{client_with, header};
 
 fn draft() -> reqwest::Client {
-    reqwest::Client::builder()
-        .default_headers(
-            [(
-                "upload-draft-interop-version".parse().unwrap(),
-                "6".parse().unwrap(),
-            )]
-            .into_iter()
-            .collect(),
-        )
-        .build()
-        .unwrap()
+    client_with("upload-draft-interop-version", "6")
 }
 
-fn header(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("no {name}"))
-        .to_str()
-        .unwrap()
-        .to_owned()
+fn draft8() -> reqwest::Client {
+    client_with("upload-draft-interop-version", "8")
 }
 
 #[tokio::test]
@@ -110,20 +95,6 @@ async fn a_whole_upload_in_one_draft_request_is_complete() {
         .await
         .unwrap();
     assert_eq!(unknown_version.status(), 400);
-}
-
-fn draft8() -> reqwest::Client {
-    reqwest::Client::builder()
-        .default_headers(
-            [(
-                "upload-draft-interop-version".parse().unwrap(),
-                "8".parse().unwrap(),
-            )]
-            .into_iter()
-            .collect(),
-        )
-        .build()
-        .unwrap()
 }
 
 #[tokio::test]

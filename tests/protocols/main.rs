@@ -8,3 +8,24 @@ mod draft;
 mod tus;
 mod tus_js;
 mod tutorial;
+
+/// A client that sends `name: value` with every request (the protocol's marker header).
+pub fn client_with(name: &'static str, value: &'static str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(name, reqwest::header::HeaderValue::from_static(value));
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+/// A response header's text; panics when it is missing.
+pub fn header(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header"))
+        .to_str()
+        .expect("a text header")
+        .to_owned()
+}

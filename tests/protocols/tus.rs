@@ -2,26 +2,10 @@ use base64::Engine as _;
 use sha2::Digest;
 
 use crate::support::*;
+use crate::{client_with, header};
 
 fn tus_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .default_headers(
-            [("tus-resumable".parse().unwrap(), "1.0.0".parse().unwrap())]
-                .into_iter()
-                .collect(),
-        )
-        .build()
-        .unwrap()
-}
-
-fn header(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("no {name} header"))
-        .to_str()
-        .unwrap()
-        .to_owned()
+    client_with("tus-resumable", "1.0.0")
 }
 
 async fn tus_create(
