@@ -170,19 +170,21 @@ pub async fn create(
         metadata: raw_metadata,
     };
     let max_size = engine.settings().max_upload_size;
-    let mut status = engine.create(new).await?;
     let has_body =
         content_length.is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING);
+    // Checked before creating, so a refused request leaves no upload behind.
+    let checksum = chunk_checksum(headers)?;
+    if has_body && protocol == Protocol::Tus {
+        require_tus_content_type(headers)?;
+    }
+    let mut status = engine.create(new).await?;
     if has_body {
-        if protocol == Protocol::Tus {
-            require_tus_content_type(headers)?;
-        }
         let id = parse_id(&status.id)?;
         let request = AppendRequest {
             offset: 0,
             length: None,
             content_length,
-            checksum: chunk_checksum(headers)?,
+            checksum,
         };
         let engine = engine.into_inner();
         let deferred_complete = complete == Some(true) && size.is_none();
