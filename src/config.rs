@@ -31,6 +31,10 @@ pub struct Config {
     #[arg(long, env = "RESUMABLE_EXPIRE_AFTER", default_value = "24h", value_parser = parse_duration)]
     pub expire_after: Duration,
 
+    /// An append whose body sends nothing this long is ended; what it stored is kept.
+    #[arg(long, env = "RESUMABLE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
     /// An origin allowed to open WebSockets and make cross-origin requests (repeatable).
     #[arg(
         long = "allowed-origin",

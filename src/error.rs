@@ -84,6 +84,7 @@ fn upload_code(error: &UploadError) -> &'static str {
         UploadError::NotComplete { .. } => "not_complete",
         UploadError::Superseded { .. } => "superseded",
         UploadError::ShuttingDown { .. } => "shutting_down",
+        UploadError::IdleTimeout { .. } => "idle_timeout",
         UploadError::Storage(e) if e.is_out_of_space() => "insufficient_storage",
         UploadError::Storage(_) => "storage_error",
         UploadError::Db(_) => "database_error",
@@ -111,6 +112,7 @@ fn upload_status(error: &UploadError) -> StatusCode {
         }
         UploadError::Sha256Mismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         UploadError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        UploadError::IdleTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         UploadError::Storage(e) if e.is_out_of_space() => StatusCode::INSUFFICIENT_STORAGE,
         UploadError::Storage(_) | UploadError::Db(_) | UploadError::Internal(_) => {
             StatusCode::INTERNAL_SERVER_ERROR

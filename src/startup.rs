@@ -44,6 +44,7 @@ impl Application {
         let settings = Settings {
             max_upload_size: config.max_upload_size,
             expire_after: config.expire_after,
+            idle_timeout: config.idle_timeout,
         };
         let engine = Arc::new(Engine::new(db, storage, settings));
         let repaired = engine.reconcile().await?;

@@ -38,6 +38,8 @@ pub enum End {
     Disconnected,
     /// A newer request (or shutdown) asked this one to stop.
     Cancelled,
+    /// The client sent nothing for the idle timeout.
+    Idle,
 }
 
 /// Durable bytes the writer reports mid-stream.
@@ -64,6 +66,8 @@ pub struct Pump {
     pub room: u64,
     /// Whether to report checkpoints (not for a checksummed chunk, which must stay discardable).
     pub checkpoints: bool,
+    /// How long the body may send nothing before the append ends with what it stored.
+    pub idle_timeout: Duration,
 }
 
 impl Pump {
@@ -96,12 +100,16 @@ impl Pump {
         let mut room = self.room;
         let mut batch = Vec::new();
         let mut batch_len = 0;
+        let idle = tokio::time::sleep(self.idle_timeout);
+        tokio::pin!(idle);
         let end = loop {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break End::Cancelled,
                 Some(checkpoint) = checkpoint_rx.recv() => on_checkpoint(checkpoint).await,
+                () = &mut idle => break End::Idle,
                 item = body.next() => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + self.idle_timeout);
                     let mut data = match item {
                         None => break End::Finished,
                         Some(Err(_)) => break End::Disconnected,

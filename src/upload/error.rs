@@ -45,6 +45,8 @@ pub enum UploadError {
     Superseded { received: u64 },
     #[error("the server is shutting down; what this request stored is kept")]
     ShuttingDown { received: u64 },
+    #[error("the body sent nothing for too long; what arrived is kept")]
+    IdleTimeout { received: u64 },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -66,7 +68,8 @@ impl UploadError {
             | UploadError::ChecksumIncomplete { received }
             | UploadError::NotComplete { received }
             | UploadError::Superseded { received }
-            | UploadError::ShuttingDown { received } => Some(*received),
+            | UploadError::ShuttingDown { received }
+            | UploadError::IdleTimeout { received } => Some(*received),
             UploadError::Sha256Mismatch { status, .. } => Some(status.received),
             _ => None,
         }

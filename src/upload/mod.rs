@@ -31,6 +31,8 @@ use model::{now_millis, to_hex, validate_name};
 pub struct Settings {
     pub max_upload_size: Option<u64>,
     pub expire_after: Duration,
+    /// An append whose body sends nothing this long ends, keeping what it stored.
+    pub idle_timeout: Duration,
 }
 
 /// A new upload as a client describes it.
@@ -236,6 +238,9 @@ impl Engine {
             End::Cancelled => Err(UploadError::ShuttingDown {
                 received: row.received,
             }),
+            End::Idle => Err(UploadError::IdleTimeout {
+                received: row.received,
+            }),
             _ => sha256_verdict(&row, status),
         }
     }
@@ -312,6 +317,7 @@ impl Engine {
             chunk: checksum.map(ChunkChecksum::hasher),
             room,
             checkpoints: checksum.is_none(),
+            idle_timeout: self.settings.idle_timeout,
         };
         let mut last_commit = std::time::Instant::now();
         let shared_row = std::cell::RefCell::new(row);
@@ -406,7 +412,7 @@ impl Engine {
             .take()
             .is_some_and(|chunk| chunk.matches(&checksum.expected));
         let verdict = match pumped.end {
-            End::Disconnected | End::Cancelled => {
+            End::Disconnected | End::Cancelled | End::Idle => {
                 Err(UploadError::ChecksumIncomplete { received: start })
             }
             _ if pumped.failure.is_none() && !matched => {
@@ -511,7 +517,7 @@ impl Engine {
                     limit: self.size_limit(),
                     received: None,
                 }),
-                End::Disconnected | End::Cancelled => Err(UploadError::BodyIncomplete),
+                End::Disconnected | End::Cancelled | End::Idle => Err(UploadError::BodyIncomplete),
             }
         }
         .await;

@@ -257,3 +257,31 @@ async fn hostile_requests_never_get_a_5xx() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_body_that_goes_silent_is_ended_after_the_idle_timeout_keeping_its_bytes() {
+    let server = TestServer::start_with(&["--idle-timeout", "1s"], &[]);
+    let bytes = data(500_000, 15);
+    let id = id_of(&create(&server, "f.bin", 500_000).await);
+    let mut conn = partial_patch(server.port, &id, 0, 500_000, &bytes[..100_000]);
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let (status, _, body) = read_answer(&mut conn);
+    assert_eq!(status, 408, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(json(&body)["error"], "idle_timeout");
+    assert_eq!(json(&body)["received"], 100_000);
+    assert_eq!(received(&server, &id).await, 100_000);
+    assert_eq!(
+        patch(&server, &id, 100_000, bytes[100_000..].to_vec())
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(content(&server, &id).await, bytes);
+}
