@@ -7,13 +7,15 @@
 //! - [`http`]: routes and handlers; parses requests, calls the engine. No SQL, no file I/O.
 //! - [`upload`]: the engine, the rules of an upload; no HTTP types.
 //! - leaves: [`storage`] (the bytes), [`db`] (the metadata, the only SQL), [`hub`]
-//!   (progress publish/subscribe). They never import each other.
+//!   (progress publish/subscribe), [`metrics`] (counters for /metrics). They never import
+//!   each other.
 
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod startup;
 pub mod storage;
 pub mod upload;

@@ -118,6 +118,26 @@ impl Storage {
         Ok(FileWriter::new(file, path, offset))
     }
 
+    /// Free bytes on the file system that holds the files (for unprivileged users).
+    pub fn free_bytes(&self) -> Result<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes())
+            .map_err(|e| StorageError::new("statvfs", &self.dir, io::Error::other(e)))?;
+        let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `path` is NUL-terminated and `stat` is written by the call before being read.
+        let stat = unsafe {
+            if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
+                return Err(StorageError::new(
+                    "statvfs",
+                    &self.dir,
+                    io::Error::last_os_error(),
+                ));
+            }
+            stat.assume_init()
+        };
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
     /// Checks the directory takes writes: creates, syncs and removes a probe file.
     pub fn check_writable(&self) -> Result<()> {
         let probe = self.dir.join(".healthz");

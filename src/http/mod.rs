@@ -62,6 +62,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/uploads/{id}/ws", web::get().to(watch::websocket))
     .route("/uploads/{id}/events", web::get().to(watch::events))
     .route("/healthz", web::get().to(native::healthz))
+    .route("/metrics", web::get().to(native::metrics))
     .route("/", web::get().to(page::index))
     .route("/static/{path}", web::get().to(page::asset))
     .default_service(web::to(not_found));

@@ -370,6 +370,18 @@ async fn file_section(
     ))
 }
 
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(engine: web::Data<Engine>) -> HttpResponse {
+    let free = engine.disk_free().await.ok();
+    HttpResponse::Ok()
+        .insert_header((
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        ))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(engine.metrics().render(free))
+}
+
 pub async fn healthz(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
     engine
         .healthy()

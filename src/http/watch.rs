@@ -17,6 +17,7 @@ use super::headers::parse_count;
 use super::native::{parse_id, status_response};
 use super::Ctx;
 use crate::error::ApiError;
+use crate::metrics::{Channel, Gauge};
 use crate::upload::{Engine, Status, Watcher};
 
 /// About ten messages a second per watcher.
@@ -37,6 +38,8 @@ pub struct WatcherSlots {
 pub struct Slot {
     slots: Arc<WatcherSlots>,
     key: String,
+    /// Counts the watcher in /metrics while it is open.
+    gauge: Option<Gauge>,
 }
 
 impl WatcherSlots {
@@ -68,6 +71,7 @@ impl WatcherSlots {
         Ok(Slot {
             slots: self.clone(),
             key: key.to_owned(),
+            gauge: None,
         })
     }
 
@@ -99,10 +103,12 @@ async fn start_watching(
     path: &str,
     engine: &Engine,
     ctx: &Ctx,
+    channel: Channel,
 ) -> Result<(Watcher, Slot), ApiError> {
     let id = parse_id(path)?;
-    let slot = ctx.watchers.take(&id.to_string())?;
+    let mut slot = ctx.watchers.take(&id.to_string())?;
     let watcher = engine.watch(id).await?;
+    slot.gauge = Some(engine.metrics().watcher(channel));
     Ok((watcher, slot))
 }
 
@@ -134,7 +140,7 @@ pub async fn poll(
         None => POLL_DEFAULT,
     }
     .min(POLL_MAX);
-    let (mut watcher, _slot) = start_watching(&path, &engine, &ctx).await?;
+    let (mut watcher, _slot) = start_watching(&path, &engine, &ctx, Channel::Poll).await?;
     let deadline = sleep(Duration::from_secs(timeout));
     tokio::pin!(deadline);
     let status = loop {
@@ -159,7 +165,7 @@ pub async fn websocket(
     ctx: web::Data<Ctx>,
 ) -> Result<HttpResponse, ApiError> {
     check_origin(&req, &ctx)?;
-    let (watcher, slot) = start_watching(&path, &engine, &ctx).await?;
+    let (watcher, slot) = start_watching(&path, &engine, &ctx, Channel::WebSocket).await?;
     let (response, session, messages) = actix_ws::handle(&req, body)
         .map_err(|e| ApiError::bad_request("invalid_websocket", e.to_string()))?;
     actix_web::rt::spawn(websocket_loop(session, messages, watcher, slot));
@@ -263,7 +269,7 @@ pub async fn events(
     engine: web::Data<Engine>,
     ctx: web::Data<Ctx>,
 ) -> Result<HttpResponse, ApiError> {
-    let (watcher, slot) = start_watching(&path, &engine, &ctx).await?;
+    let (watcher, slot) = start_watching(&path, &engine, &ctx, Channel::Sse).await?;
     let state = SseState {
         watcher,
         _slot: slot,

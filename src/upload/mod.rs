@@ -22,6 +22,7 @@ pub use model::{State, Status, UploadId};
 use crate::config::MAX_REPRESENTABLE_SIZE;
 use crate::db::{Db, UploadRow};
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::storage::Storage;
 use append::{End, Pump, Pumped};
 use locks::{Guard, Locks};
@@ -61,6 +62,7 @@ pub struct Engine {
     storage: Storage,
     hub: Arc<Hub<Status>>,
     locks: Arc<Locks>,
+    metrics: Arc<Metrics>,
     settings: Settings,
 }
 
@@ -73,12 +75,32 @@ impl Engine {
             storage,
             hub: Arc::default(),
             locks: Arc::default(),
+            metrics: Arc::default(),
             settings,
         }
     }
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Free bytes where the uploads are stored.
+    pub async fn disk_free(&self) -> Result<u64> {
+        let storage = self.storage.clone();
+        blocking(move || storage.free_bytes()).await
+    }
+
+    /// Counts an upload that just reached its final state.
+    fn count_finished(&self, row: &UploadRow) {
+        if row.state == State::Complete.as_str() {
+            Metrics::add(&self.metrics.completed, 1);
+        } else if row.state == State::Failed.as_str() {
+            Metrics::add(&self.metrics.failed, 1);
+        }
     }
 
     /// Starts watching an upload's status. The receiver holds the latest status; it changes
@@ -162,9 +184,11 @@ impl Engine {
             self.db.purge(&id).await?;
             return Err(e);
         }
+        Metrics::add(&self.metrics.created, 1);
         if row.size == Some(0) {
             finish(&mut row, Sha256::new());
             self.db.save_progress(&row).await?;
+            self.count_finished(&row);
         }
         info!(upload = %id, size = ?row.size, "created");
         Ok(Status::from_row(&row))
@@ -207,6 +231,8 @@ impl Engine {
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     {
+        let started = std::time::Instant::now();
+        let _in_flight = self.metrics.append_in_flight();
         let guard = self.locks.acquire(id).await;
         let mut row = self.load_live(id, Some(&guard)).await?;
         if guard.cancel.is_cancelled() {
@@ -226,6 +252,7 @@ impl Engine {
         } else {
             self.commit(&mut row, pumped, false).await?;
         }
+        self.metrics.observe_append(started.elapsed());
         let status = Status::from_row(&row);
         match end {
             End::Overshoot => Err(UploadError::TooLarge {
@@ -349,6 +376,10 @@ impl Engine {
         let snapshot = {
             let mut row = row.borrow_mut();
             let now = now_millis();
+            Metrics::add(
+                &self.metrics.bytes_received,
+                checkpoint.received.saturating_sub(row.received),
+            );
             row.received = checkpoint.received;
             row.hash_state = Some(checkpoint.hash_state);
             row.updated_at = now;
@@ -383,6 +414,10 @@ impl Engine {
             return Err(failure.into());
         }
         let now = now_millis();
+        Metrics::add(
+            &self.metrics.bytes_received,
+            file.position().saturating_sub(row.received),
+        );
         row.received = file.position();
         row.updated_at = now;
         if size_from_received && row.size.is_none() {
@@ -395,6 +430,7 @@ impl Engine {
             row.expires_at = Some(self.expiry_from(now));
         }
         self.db.save_progress(row).await?;
+        self.count_finished(row);
         self.hub.publish(&row.id, Status::from_row(row));
         Ok(())
     }
@@ -439,6 +475,12 @@ impl Engine {
 
     async fn remove(&self, row: &UploadRow, reason: &str) -> Result<()> {
         self.db.mark_removed(&row.id, reason, now_millis()).await?;
+        let counter = if reason == "expired" {
+            &self.metrics.expired
+        } else {
+            &self.metrics.deleted
+        };
+        Metrics::add(counter, 1);
         let storage = self.storage.clone();
         let file_id = row.id.clone();
         blocking(move || storage.remove(&file_id)).await?;
@@ -550,6 +592,7 @@ impl Engine {
         row.updated_at = now_millis();
         finish(&mut row, hasher);
         self.db.save_progress(&row).await?;
+        self.count_finished(&row);
         let status = Status::from_row(&row);
         self.hub.publish(&row.id, status.clone());
         sha256_verdict(&row, status)

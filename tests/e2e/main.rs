@@ -4,6 +4,7 @@
 mod append;
 mod content;
 mod create;
+mod metrics;
 mod resilience;
 mod support;
 mod watch;
