@@ -55,6 +55,24 @@ pub struct Config {
     )]
     pub max_watchers_per_upload: usize,
 
+    /// A bearer token that creating an upload requires (repeatable). Without any token,
+    /// anyone who reaches the service may create uploads.
+    #[arg(
+        long = "token",
+        env = "RESUMABLE_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub token: Vec<String>,
+
+    /// A file with one accepted bearer token per line (repeatable).
+    #[arg(
+        long = "token-file",
+        env = "RESUMABLE_TOKEN_FILE",
+        value_delimiter = ','
+    )]
+    pub token_file: Vec<PathBuf>,
+
     /// Serve javascript.info's tutorial protocol (GET /status, POST /upload). Its client picks
     /// the file id, so anyone who guesses one can append to that upload.
     #[arg(long, env = "RESUMABLE_TUTORIAL_API")]
@@ -72,6 +90,22 @@ impl Config {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", self.data_dir.join("uploads.db").display()),
         }
+    }
+
+    /// Every accepted token: the flags' and the token files' lines.
+    pub fn tokens(&self) -> Result<Vec<String>, crate::startup::StartupError> {
+        let mut tokens = self.token.clone();
+        for path in &self.token_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| crate::startup::StartupError::TokenFile(path.clone(), e))?;
+            tokens.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        Ok(tokens)
     }
 
     /// Settings for tests and embedding: defaults with the given data directory and port 0.

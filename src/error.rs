@@ -20,6 +20,8 @@ pub enum ApiError {
     BodyTooLarge(usize),
     #[error("the range is outside the {len}-byte file")]
     RangeNotSatisfiable { len: u64 },
+    #[error("creating an upload needs a valid bearer token (Authorization: Bearer …)")]
+    Unauthorized,
     #[error("no such resource")]
     RouteNotFound,
     #[error("origin {0} may not open a WebSocket here")]
@@ -50,6 +52,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::BodyTooLarge(_) => "body_too_large",
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            ApiError::Unauthorized => "unauthorized",
             ApiError::RouteNotFound => "not_found",
             ApiError::ForbiddenOrigin(_) => "forbidden_origin",
             ApiError::TooManyWatchers { .. } => "too_many_watchers",
@@ -128,6 +131,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
             // Per upload, the client asks too much; in total, the server is full.
@@ -156,6 +160,9 @@ impl ResponseError for ApiError {
         }
         if let ApiError::Upload(UploadError::Sha256Mismatch { status, .. }) = self {
             body["status"] = json!(status);
+        }
+        if let ApiError::Unauthorized = self {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         if let ApiError::RangeNotSatisfiable { len } = self {
             response.insert_header((header::CONTENT_RANGE, format!("bytes */{len}")));

@@ -27,6 +27,8 @@ pub enum StartupError {
     Reconcile(#[from] UploadError),
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
+    #[error("cannot read the token file {0}: {1}")]
+    TokenFile(std::path::PathBuf, std::io::Error),
 }
 
 pub struct Application {
@@ -62,6 +64,7 @@ impl Application {
             public_url: config.public_url.clone(),
             allowed_origins: config.allowed_origins.clone(),
             watchers: http::WatcherSlots::new(config.max_watchers, config.max_watchers_per_upload),
+            tokens: http::Tokens::new(&config.tokens()?),
         });
         let allowed_origins = config.allowed_origins.clone();
         let tutorial_api = config.tutorial_api;

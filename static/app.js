@@ -12,6 +12,7 @@ const BACKOFF_FIRST = 1000;
 const BACKOFF_MAX = 30000;
 const ENDPOINT = `${location.origin}/uploads`;
 const FINAL = new Set(['complete', 'failed']);
+const TOKEN_KEY = 'resumable-token';
 
 const list = document.getElementById('uploads');
 const input = document.getElementById('file');
@@ -182,11 +183,19 @@ class Upload {
       // 404 or 410: that upload is gone; start anew.
       localStorage.removeItem(this.key);
     }
-    const response = await call(() => fetch('/uploads', {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ name: this.file.name, size: this.file.size, content_type: this.file.type || null }),
-    }));
+    const body = JSON.stringify({ name: this.file.name, size: this.file.size, content_type: this.file.type || null });
+    let response;
+    for (let attempt = 0; ; attempt += 1) {
+      const headers = { 'Content-Type': 'application/json' };
+      const token = sessionStorage.getItem(TOKEN_KEY);
+      if (token) headers.Authorization = `Bearer ${token}`;
+      response = await call(() => fetch('/uploads', { method: 'POST', headers, body }));
+      if (response.status !== 401 || attempt >= 2) break;
+      // This server only lets token holders start uploads: ask, and keep it for this tab only.
+      const given = await askToken(attempt > 0);
+      if (!given) throw new Error('this server needs an access token to start uploads');
+      sessionStorage.setItem(TOKEN_KEY, given);
+    }
     if (!response.ok) throw new Error(await errorOf(response));
     const status = await response.json();
     this.setId(status.id);
@@ -369,6 +378,21 @@ class Upload {
     this.watching = false;
     if (this.socket) this.socket.close();
   }
+}
+
+/// One prompt at a time, even when several uploads start together.
+let pendingToken = null;
+function askToken(again) {
+  if (!pendingToken) {
+    pendingToken = Promise.resolve().then(() => {
+      const answer = window.prompt(again
+        ? 'That token was not accepted. Access token for uploads:'
+        : 'This server needs an access token to start uploads. Token:');
+      pendingToken = null;
+      return answer && answer.trim();
+    });
+  }
+  return pendingToken;
 }
 
 function schedule() {

@@ -1,5 +1,6 @@
 //! The HTTP layer: parses requests, calls the engine, writes responses. No SQL, no file I/O.
 
+mod access;
 mod headers;
 mod multipart;
 mod native;
@@ -10,6 +11,7 @@ mod tus;
 mod tutorial;
 mod watch;
 
+pub use access::Tokens;
 pub use origin::is_allowed as origin_allowed;
 pub use tus::middleware as protocol_middleware;
 pub use watch::WatcherSlots;
@@ -25,6 +27,8 @@ pub struct Ctx {
     /// Origins besides the request's own host allowed to open WebSockets.
     pub allowed_origins: Vec<String>,
     pub watchers: std::sync::Arc<WatcherSlots>,
+    /// With --token, creating an upload needs one of these bearer tokens.
+    pub tokens: Tokens,
 }
 
 /// The tutorial protocol's routes (only with --tutorial-api).

@@ -65,6 +65,7 @@ pub async fn create(
     engine: web::Data<Engine>,
     ctx: web::Data<Ctx>,
 ) -> Result<HttpResponse, ApiError> {
+    ctx.tokens.check(&req)?;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)

@@ -45,6 +45,7 @@ async fn upload(
     req: HttpRequest,
     payload: web::Payload,
     engine: web::Data<Engine>,
+    ctx: web::Data<super::Ctx>,
 ) -> Result<HttpResponse, ApiError> {
     let id = file_id(&req)?;
     let start = req
@@ -57,7 +58,10 @@ async fn upload(
         })?;
     let status = match engine.tutorial_upload(&id).await? {
         Some(status) => status,
-        None if start == 0 => engine.tutorial_create(&id).await?,
+        None if start == 0 => {
+            ctx.tokens.check(&req)?;
+            engine.tutorial_create(&id).await?
+        }
         None => {
             return Err(ApiError::bad_request(
                 "offset_mismatch",

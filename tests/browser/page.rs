@@ -179,3 +179,45 @@ async fn choosing_the_same_file_after_a_reload_resumes_from_the_server_offset() 
     assert_eq!(content(&server, &id).await, bytes);
     browser.close().await;
 }
+
+#[tokio::test]
+async fn the_page_asks_for_a_token_when_the_server_requires_one() {
+    let server = TestServer::start_with(&["--token", "tab-secret"], &[]);
+    let files = tempfile::tempdir().unwrap();
+    let (path, bytes) = file_of(&files, "token.bin", 2 * MIB, 45);
+    let browser = Browser::start().await;
+    browser.open(&server.url("/")).await;
+    browser.choose(&[&path]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let prompt = loop {
+        match browser.client.get_alert_text().await {
+            Ok(text) => break text,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("no token prompt: {e}"),
+        }
+    };
+    assert!(prompt.to_lowercase().contains("token"), "{prompt}");
+    browser.client.send_alert_text("tab-secret").await.unwrap();
+    browser.client.accept_alert().await.unwrap();
+    let (id, _, _) = browser
+        .wait_row(Duration::from_secs(60), "complete", |(_, state, _)| {
+            state == "complete"
+        })
+        .await;
+    assert_eq!(content(&server, &id).await, bytes);
+    let kept = browser
+        .js("return sessionStorage.getItem('resumable-token')")
+        .await;
+    assert_eq!(
+        kept.as_str(),
+        Some("tab-secret"),
+        "kept for this tab's session"
+    );
+    let persistent = browser
+        .js("return Object.values(localStorage).includes('tab-secret')")
+        .await;
+    assert_eq!(persistent.as_bool(), Some(false));
+    browser.close().await;
+}

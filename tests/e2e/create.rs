@@ -287,3 +287,59 @@ async fn a_multipart_part_past_the_limit_is_413_and_leaves_nothing_behind() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn with_tokens_only_bearers_create_and_the_id_stays_the_capability() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, "from-file\n\n").unwrap();
+    let server = TestServer::start_with(
+        &["--token", "s3cret", "--token-file", file.to_str().unwrap()],
+        &[],
+    );
+    let body = json!({"name": "a.bin", "size": 3});
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("Basic s3cret"),
+        Some("Bearer "),
+    ] {
+        let mut request = client().post(server.url("/uploads")).json(&body);
+        if let Some(value) = auth {
+            request = request.header("Authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{auth:?}");
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        assert_eq!(
+            response.json::<serde_json::Value>().await.unwrap()["error"],
+            "unauthorized"
+        );
+    }
+    let tus = client()
+        .post(server.url("/uploads"))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", "3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tus.status(), 401, "tus creation needs the token too");
+    assert!(server.stored_files().is_empty());
+    for token in ["s3cret", "from-file"] {
+        let response = client()
+            .post(server.url("/uploads"))
+            .header("Authorization", format!("Bearer {token}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{token}");
+        let id = response.json::<serde_json::Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // The upload's URL alone lets its holder append, read and download.
+        assert_eq!(patch(&server, &id, 0, b"abc".to_vec()).await.status(), 200);
+        assert_eq!(content(&server, &id).await, b"abc");
+    }
+}
