@@ -35,6 +35,22 @@ pub struct Config {
     #[arg(long, env = "RESUMABLE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
+    /// Refuse creates and appends (507) when the data directory's disk has less free space.
+    #[arg(long, env = "RESUMABLE_MIN_FREE_SPACE", value_parser = parse_size)]
+    pub min_free_space: Option<u64>,
+
+    /// Most appends streaming at once, over all uploads; more are answered 503.
+    #[arg(long, env = "RESUMABLE_MAX_APPENDS", default_value_t = 256)]
+    pub max_appends: usize,
+
+    /// Largest request head (all header names and values), in bytes; larger is 431.
+    #[arg(long, env = "RESUMABLE_MAX_HEADER_SIZE", default_value = "32K", value_parser = parse_size)]
+    pub max_header_size: u64,
+
+    /// Log format on stderr: text or json.
+    #[arg(long, env = "RESUMABLE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+
     /// An origin allowed to open WebSockets and make cross-origin requests (repeatable).
     #[arg(
         long = "allowed-origin",

@@ -22,6 +22,8 @@ pub enum ApiError {
     RangeNotSatisfiable { len: u64 },
     #[error("creating an upload needs a valid bearer token (Authorization: Bearer …)")]
     Unauthorized,
+    #[error("the request's headers are larger than {0} bytes")]
+    HeadersTooLarge(usize),
     #[error("no such resource")]
     RouteNotFound,
     #[error("origin {0} may not open a WebSocket here")]
@@ -53,6 +55,7 @@ impl ApiError {
             ApiError::BodyTooLarge(_) => "body_too_large",
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::HeadersTooLarge(_) => "headers_too_large",
             ApiError::RouteNotFound => "not_found",
             ApiError::ForbiddenOrigin(_) => "forbidden_origin",
             ApiError::TooManyWatchers { .. } => "too_many_watchers",
@@ -89,6 +92,8 @@ fn upload_code(error: &UploadError) -> &'static str {
         UploadError::ShuttingDown { .. } => "shutting_down",
         UploadError::IdleTimeout { .. } => "idle_timeout",
         UploadError::Storage(e) if e.is_out_of_space() => "insufficient_storage",
+        UploadError::DiskFull { .. } => "insufficient_storage",
+        UploadError::TooManyAppends => "too_many_appends",
         UploadError::Storage(_) => "storage_error",
         UploadError::Db(_) => "database_error",
         UploadError::Internal(_) => "internal_error",
@@ -117,6 +122,8 @@ fn upload_status(error: &UploadError) -> StatusCode {
         UploadError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
         UploadError::IdleTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         UploadError::Storage(e) if e.is_out_of_space() => StatusCode::INSUFFICIENT_STORAGE,
+        UploadError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        UploadError::TooManyAppends => StatusCode::SERVICE_UNAVAILABLE,
         UploadError::Storage(_) | UploadError::Db(_) | UploadError::Internal(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
@@ -132,6 +139,7 @@ impl ResponseError for ApiError {
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
             // Per upload, the client asks too much; in total, the server is full.
@@ -160,6 +168,9 @@ impl ResponseError for ApiError {
         }
         if let ApiError::Upload(UploadError::Sha256Mismatch { status, .. }) = self {
             body["status"] = json!(status);
+        }
+        if let ApiError::Upload(UploadError::TooManyAppends) = self {
+            response.insert_header((header::RETRY_AFTER, "1"));
         }
         if let ApiError::Unauthorized = self {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));

@@ -8,13 +8,17 @@ use tracing_subscriber::EnvFilter;
 #[actix_web::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if config.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let app = match Application::build(config).await {
         Ok(app) => app,
         Err(e) => {

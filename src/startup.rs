@@ -47,6 +47,8 @@ impl Application {
             max_upload_size: config.max_upload_size,
             expire_after: config.expire_after,
             idle_timeout: config.idle_timeout,
+            min_free_space: config.min_free_space,
+            max_appends: config.max_appends,
         };
         let engine = Arc::new(Engine::new(db, storage, settings));
         let repaired = engine.reconcile().await?;
@@ -65,6 +67,7 @@ impl Application {
             allowed_origins: config.allowed_origins.clone(),
             watchers: http::WatcherSlots::new(config.max_watchers, config.max_watchers_per_upload),
             tokens: http::Tokens::new(&config.tokens()?),
+            max_header_size: usize::try_from(config.max_header_size).unwrap_or(usize::MAX),
         });
         let allowed_origins = config.allowed_origins.clone();
         let tutorial_api = config.tutorial_api;
@@ -78,12 +81,17 @@ impl Application {
                     let response = srv.call(req);
                     async move {
                         let response = response.await?;
-                        info!(%method, %path, status = response.status().as_u16(),
+                        let upload = path
+                            .strip_prefix("/uploads/")
+                            .and_then(|rest| rest.split('/').next())
+                            .unwrap_or_default();
+                        info!(%method, %path, upload, status = response.status().as_u16(),
                               ms = started.elapsed().as_millis() as u64, "request");
                         Ok(response)
                     }
                 })
                 .wrap(actix_web::middleware::from_fn(http::protocol_middleware))
+                .wrap(actix_web::middleware::from_fn(http::limit_header_size))
                 .wrap(cors(&allowed_origins))
                 .configure(|cfg| {
                     if tutorial_api {

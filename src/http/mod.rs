@@ -29,6 +29,32 @@ pub struct Ctx {
     pub watchers: std::sync::Arc<WatcherSlots>,
     /// With --token, creating an upload needs one of these bearer tokens.
     pub tokens: Tokens,
+    /// The largest request head accepted, in bytes.
+    pub max_header_size: usize,
+}
+
+/// 431 for a request head larger than --max-header-size (actix's own limit is 128 KiB).
+pub async fn limit_header_size(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<
+    actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
+    actix_web::Error,
+> {
+    let limit = req
+        .app_data::<web::Data<Ctx>>()
+        .map_or(usize::MAX, |ctx| ctx.max_header_size);
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + req.uri().to_string().len();
+    if size > limit {
+        let response = ApiError::HeadersTooLarge(limit);
+        return Ok(req.error_response(response).map_into_right_body());
+    }
+    Ok(next.call(req).await?.map_into_left_body())
 }
 
 /// The tutorial protocol's routes (only with --tutorial-api).

@@ -47,6 +47,10 @@ pub enum UploadError {
     ShuttingDown { received: u64 },
     #[error("the body sent nothing for too long; what arrived is kept")]
     IdleTimeout { received: u64 },
+    #[error("the disk has {free} bytes free, less than the {min} kept in reserve")]
+    DiskFull { free: u64, min: u64 },
+    #[error("too many uploads are streaming now; retry shortly")]
+    TooManyAppends,
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]

@@ -34,6 +34,10 @@ pub struct Settings {
     pub expire_after: Duration,
     /// An append whose body sends nothing this long ends, keeping what it stored.
     pub idle_timeout: Duration,
+    /// Creates and appends are refused while the disk has less free space than this.
+    pub min_free_space: Option<u64>,
+    /// Most appends streaming at once.
+    pub max_appends: usize,
 }
 
 /// A new upload as a client describes it.
@@ -63,6 +67,8 @@ pub struct Engine {
     hub: Arc<Hub<Status>>,
     locks: Arc<Locks>,
     metrics: Arc<Metrics>,
+    /// Bounds the appends streaming at once, so a flood cannot exhaust threads or memory.
+    appends: Arc<tokio::sync::Semaphore>,
     settings: Settings,
 }
 
@@ -76,6 +82,7 @@ impl Engine {
             hub: Arc::default(),
             locks: Arc::default(),
             metrics: Arc::default(),
+            appends: Arc::new(tokio::sync::Semaphore::new(settings.max_appends.max(1))),
             settings,
         }
     }
@@ -92,6 +99,26 @@ impl Engine {
     pub async fn disk_free(&self) -> Result<u64> {
         let storage = self.storage.clone();
         blocking(move || storage.free_bytes()).await
+    }
+
+    /// 507 while the disk is closer to full than --min-free-space allows.
+    async fn check_space(&self) -> Result<()> {
+        let Some(min) = self.settings.min_free_space else {
+            return Ok(());
+        };
+        let free = self.disk_free().await?;
+        if free < min {
+            return Err(UploadError::DiskFull { free, min });
+        }
+        Ok(())
+    }
+
+    /// A place among the appends streaming now, or 503 when all are taken.
+    fn append_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.appends
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| UploadError::TooManyAppends)
     }
 
     /// Counts an upload that just reached its final state.
@@ -149,6 +176,7 @@ impl Engine {
 
     pub async fn create(&self, new: NewUpload) -> Result<Status> {
         validate_name(&new.name).map_err(UploadError::InvalidName)?;
+        self.check_space().await?;
         if let Some(size) = new.size {
             if size > self.size_limit() {
                 return Err(UploadError::TooLarge {
@@ -232,6 +260,7 @@ impl Engine {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     {
         let started = std::time::Instant::now();
+        let _slot = self.append_slot()?;
         let _in_flight = self.metrics.append_in_flight();
         let guard = self.locks.acquire(id).await;
         let mut row = self.load_live(id, Some(&guard)).await?;
@@ -241,6 +270,9 @@ impl Engine {
             });
         }
         let room = self.check_append(&mut row, &request)?;
+        if room > 0 {
+            self.check_space().await?;
+        }
         let start = row.received;
         let pumped = self
             .pump(&guard, &mut row, body, room, request.checksum.as_ref())
@@ -540,6 +572,7 @@ impl Engine {
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     {
+        let _slot = self.append_slot()?;
         let status = self.create(NewUpload { size: None, ..new }).await?;
         let id: UploadId = status
             .id

@@ -4,6 +4,7 @@
 mod append;
 mod content;
 mod create;
+mod limits;
 mod metrics;
 mod resilience;
 mod support;

@@ -60,9 +60,13 @@ impl TestServer {
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_resumable"))
-            .args(["--bind", &self.bind, "--data-dir"])
-            .arg(self.dir.path())
+        let mut command = Command::new(env!("CARGO_BIN_EXE_resumable"));
+        command.args(["--bind", &self.bind]);
+        // A test may bring its own data directory (a small disk, say).
+        if !self.args.iter().any(|a| a == "--data-dir") {
+            command.arg("--data-dir").arg(self.dir.path());
+        }
+        let mut child = command
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "warn")
