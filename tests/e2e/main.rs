@@ -3,6 +3,7 @@
 
 mod append;
 mod content;
+mod crash;
 mod create;
 mod limits;
 mod metrics;
