@@ -5,6 +5,7 @@ mod append;
 mod content;
 mod crash;
 mod create;
+mod hostile;
 mod limits;
 mod metrics;
 mod resilience;
