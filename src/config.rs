@@ -200,3 +200,18 @@ mod tests {
         assert!(parse_duration("soon").is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn sizes_and_durations_take_any_text(text in ".{0,40}", n in 0u64..1_000_000) {
+            let _ = parse_size(&text);
+            let _ = parse_duration(&text);
+            prop_assert_eq!(parse_size(&format!("{n}K")), Ok(n * 1024));
+        }
+    }
+}

@@ -197,3 +197,43 @@ mod tests {
         assert!(chunk_checksum(&headers(&[])).unwrap().is_none());
     }
 }
+
+/// Property tests: the parsers take any input without panicking, and accept exactly what they
+/// should.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use actix_web::http::header::{HeaderName, HeaderValue};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn counts_round_trip_and_reject_the_rest(n in any::<u64>(), junk in ".*") {
+            let parsed = parse_count(&n.to_string());
+            prop_assert_eq!(parsed, (n <= MAX_REPRESENTABLE_SIZE).then_some(n));
+            if let Some(value) = parse_count(&junk) {
+                prop_assert!(junk.bytes().all(|b| b.is_ascii_digit()));
+                prop_assert_eq!(junk.parse::<u64>().ok(), Some(value));
+            }
+        }
+
+        #[test]
+        fn checksum_headers_never_panic(value in "[ -~]{0,120}", which in 0..2usize) {
+            let mut headers = HeaderMap::new();
+            let name = ["upload-checksum", "content-digest"][which];
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(HeaderName::from_static(name), value);
+                let _ = chunk_checksum(&headers);
+            }
+        }
+
+        #[test]
+        fn valid_checksums_are_accepted(digest in proptest::collection::vec(any::<u8>(), 32)) {
+            let mut headers = HeaderMap::new();
+            let value = format!("sha-256=:{}:", STANDARD.encode(&digest));
+            headers.insert(HeaderName::from_static("content-digest"), HeaderValue::from_str(&value).unwrap());
+            let parsed = chunk_checksum(&headers).unwrap().unwrap();
+            prop_assert_eq!(parsed.expected, digest);
+        }
+    }
+}

@@ -107,3 +107,18 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_range_header_resolves_inside_the_file(header in "(bytes=)?[-0-9, a-z]{0,30}", len in 0u64..10_000) {
+            if let RangeAnswer::Partial { start, end } = resolve(Some(&header), len) {
+                prop_assert!(start <= end && end < len, "{header} on {len}: {start}-{end}");
+            }
+        }
+    }
+}

@@ -463,3 +463,48 @@ mod tests {
         assert!(parse_metadata("a YQ==,a YQ==").is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn metadata_parsing_never_panics(text in "[ -~]{0,200}") {
+            if let Ok(pairs) = parse_metadata(&text) {
+                let name = name_from(&pairs);
+                prop_assert!(validate_name(&name).is_ok());
+            }
+        }
+
+        #[test]
+        fn metadata_round_trips(values in proptest::collection::btree_map("[a-z]{1,8}", proptest::collection::vec(any::<u8>(), 0..40), 0..6)) {
+            let text = values
+                .iter()
+                .map(|(k, v)| format!("{k} {}", STANDARD.encode(v)))
+                .collect::<Vec<_>>()
+                .join(",");
+            let parsed = parse_metadata(&text).unwrap();
+            prop_assert_eq!(parsed.len(), values.len());
+            for (key, value) in parsed {
+                let decoded = value.unwrap_or_default();
+                prop_assert_eq!(Some(&decoded), values.get(&key));
+            }
+        }
+
+        #[test]
+        fn upload_complete_is_a_strict_boolean(value in "[ -~]{0,6}") {
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(header::HeaderName::from_static("upload-complete"), v);
+                let parsed = upload_complete(&headers);
+                match value.trim() {
+                    "?1" => prop_assert_eq!(parsed.ok(), Some(Some(true))),
+                    "?0" => prop_assert_eq!(parsed.ok(), Some(Some(false))),
+                    _ => prop_assert!(parsed.is_err()),
+                }
+            }
+        }
+    }
+}

@@ -199,3 +199,24 @@ mod tests {
         assert_eq!(rfc3339(1_795_543_200_999), "2026-11-24T18:00:00Z");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn ids_and_names_and_digests_take_any_text(text in ".{0,300}") {
+            if let Ok(id) = text.parse::<UploadId>() {
+                prop_assert_eq!(id.to_string(), text.clone());
+            }
+            if validate_name(&text).is_ok() {
+                prop_assert!(!text.is_empty() && text.len() <= 255 && !text.contains('/'));
+            }
+            if let Some(hex) = parse_sha256_hex(&text) {
+                prop_assert_eq!(hex.len(), 64);
+            }
+        }
+    }
+}
