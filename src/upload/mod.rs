@@ -260,9 +260,12 @@ impl Engine {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     {
         let started = std::time::Instant::now();
+        let guard = self.locks.acquire(id).await;
+        // After the lock: a request taking over a stalled one reuses the place it frees, so
+        // even at the cap a resuming client is never refused. Declared after `guard`, it is
+        // also released before the lock.
         let _slot = self.append_slot()?;
         let _in_flight = self.metrics.append_in_flight();
-        let guard = self.locks.acquire(id).await;
         let mut row = self.load_live(id, Some(&guard)).await?;
         if guard.cancel.is_cancelled() {
             return Err(UploadError::Superseded {
