@@ -97,22 +97,24 @@ impl Drop for SmallDisk {
     }
 }
 
-#[tokio::test]
-async fn a_full_disk_answers_507_loses_no_byte_and_resumes_once_space_returns() {
-    let Some(disk) = SmallDisk::mount("8m") else {
-        return;
-    };
+/// The server with its uploads on an 8 MiB tmpfs and its database elsewhere, so that only the
+/// bytes run out of space.
+fn server_on_small_disk(extra: &[&str]) -> Option<(SmallDisk, TestServer, tempfile::TempDir)> {
+    let disk = SmallDisk::mount("8m")?;
     let db = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite://{}/uploads.db", db.path().display());
-    let server = TestServer::start_with(
-        &[
-            "--data-dir",
-            disk.dir.path().to_str().unwrap(),
-            "--database-url",
-            &db_url,
-        ],
-        &[],
-    );
+    let data_dir = disk.dir.path().to_str().unwrap().to_owned();
+    let mut args = vec!["--data-dir", &data_dir, "--database-url", &db_url];
+    args.extend_from_slice(extra);
+    let server = TestServer::start_with(&args, &[]);
+    Some((disk, server, db))
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_507_loses_no_byte_and_resumes_once_space_returns() {
+    let Some((disk, server, _db)) = server_on_small_disk(&[]) else {
+        return;
+    };
     let first = data(5 << 20, 91);
     let second = data(5 << 20, 92);
     let a = id_of(&create(&server, "a.bin", first.len() as u64).await);
@@ -148,22 +150,9 @@ async fn a_full_disk_answers_507_loses_no_byte_and_resumes_once_space_returns() 
 
 #[tokio::test]
 async fn min_free_space_refuses_creates_and_appends_before_the_disk_is_full() {
-    let Some(disk) = SmallDisk::mount("8m") else {
+    let Some((_disk, server, _db)) = server_on_small_disk(&["--min-free-space", "4M"]) else {
         return;
     };
-    let db = tempfile::tempdir().unwrap();
-    let db_url = format!("sqlite://{}/uploads.db", db.path().display());
-    let server = TestServer::start_with(
-        &[
-            "--data-dir",
-            disk.dir.path().to_str().unwrap(),
-            "--database-url",
-            &db_url,
-            "--min-free-space",
-            "4M",
-        ],
-        &[],
-    );
     let a = id_of(&create(&server, "a.bin", 5 << 20).await);
     assert_eq!(patch(&server, &a, 0, data(5 << 20, 93)).await.status(), 200);
     let refused = client()
