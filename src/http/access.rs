@@ -38,11 +38,10 @@ impl Tokens {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(|t| digest(t.trim()));
+            .and_then(|v| v.trim_start().split_once(' '))
+            // The scheme is case-insensitive (RFC 9110, section 11.1).
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| digest(t.trim()));
         // Comparing digests, every byte, of every token: the time taken says nothing about
         // how much of a guess was right (or how long the real tokens are).
         let matched = presented.is_some_and(|p| {
@@ -85,6 +84,8 @@ mod tests {
         };
         assert!(tokens.check(&with("Bearer s3cret")).is_ok());
         assert!(tokens.check(&with("Bearer other")).is_ok());
+        assert!(tokens.check(&with("BEARER s3cret")).is_ok());
+        assert!(tokens.check(&with("bEaReR  s3cret")).is_ok());
         assert!(tokens.check(&with("Bearer s3cre")).is_err());
         assert!(tokens.check(&with("Basic s3cret")).is_err());
         assert!(tokens
