@@ -134,6 +134,28 @@ impl Db {
         Ok(())
     }
 
+    /// Records that a removed upload's bytes are gone.
+    pub async fn mark_bytes_removed(&self, id: &str, at: i64) -> Result<(), DbError> {
+        sqlx::query("UPDATE uploads SET bytes_removed_at = ? WHERE id = ?")
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Removed uploads whose bytes may still be stored (the removal was cut short).
+    pub async fn removed_with_bytes(&self, limit: i64) -> Result<Vec<String>, DbError> {
+        let rows = sqlx::query(
+            "SELECT id FROM uploads WHERE removed_at IS NOT NULL AND bytes_removed_at IS NULL \
+             LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
     /// Forgets an upload entirely, for a create that failed before anyone saw its id.
     pub async fn purge(&self, id: &str) -> Result<(), DbError> {
         sqlx::query("DELETE FROM uploads WHERE id = ?")
@@ -174,14 +196,25 @@ impl Db {
         Ok(row.map(|r| r.get::<String, _>(0)))
     }
 
-    /// Maps a tutorial-protocol file id to an upload, replacing a stale mapping.
-    pub async fn map_tutorial_file(&self, file_id: &str, upload_id: &str) -> Result<(), DbError> {
-        sqlx::query("INSERT OR REPLACE INTO tutorial_files (file_id, upload_id) VALUES (?, ?)")
-            .bind(file_id)
-            .bind(upload_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Maps a tutorial-protocol file id to an upload, where it is unmapped or still maps to
+    /// `stale`. False when another request mapped it first (two first appends racing).
+    pub async fn map_tutorial_file(
+        &self,
+        file_id: &str,
+        upload_id: &str,
+        stale: Option<&str>,
+    ) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "INSERT INTO tutorial_files (file_id, upload_id) VALUES (?, ?) \
+             ON CONFLICT (file_id) DO UPDATE SET upload_id = excluded.upload_id \
+             WHERE tutorial_files.upload_id = ?",
+        )
+        .bind(file_id)
+        .bind(upload_id)
+        .bind(stale)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     pub async fn close(&self) {

@@ -34,6 +34,14 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("unhealthy: {0}")]
     Unhealthy(String),
+    #[error("this server speaks tus {0}")]
+    UnsupportedTusVersion(&'static str),
+    /// A request that created an upload and then failed: the answer still names the upload.
+    #[error("{error}")]
+    AfterCreate {
+        location: String,
+        error: Box<ApiError>,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -43,6 +51,14 @@ impl ApiError {
         ApiError::BadRequest {
             code,
             message: message.into(),
+        }
+    }
+
+    /// This error, answered with `Location` naming the upload the request created.
+    pub fn after_create(self, location: String) -> ApiError {
+        ApiError::AfterCreate {
+            location,
+            error: Box::new(self),
         }
     }
 
@@ -61,6 +77,8 @@ impl ApiError {
             ApiError::TooManyWatchers { .. } => "too_many_watchers",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unhealthy(_) => "unhealthy",
+            ApiError::UnsupportedTusVersion(_) => "unsupported_version",
+            ApiError::AfterCreate { error, .. } => error.code(),
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -68,6 +86,7 @@ impl ApiError {
     fn received(&self) -> Option<u64> {
         match self {
             ApiError::Upload(e) => e.received(),
+            ApiError::AfterCreate { error, .. } => error.received(),
             _ => None,
         }
     }
@@ -149,11 +168,20 @@ impl ResponseError for ApiError {
             ApiError::TooManyWatchers { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unhealthy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UnsupportedTusVersion(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::AfterCreate { error, .. } => error.status_code(),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let ApiError::AfterCreate { location, error } = self {
+            let mut response = error.error_response();
+            if let Ok(value) = header::HeaderValue::from_str(location) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            return response;
+        }
         let status = self.status_code();
         if status == StatusCode::INTERNAL_SERVER_ERROR || status == StatusCode::INSUFFICIENT_STORAGE
         {
@@ -171,6 +199,9 @@ impl ResponseError for ApiError {
         }
         if let ApiError::Upload(UploadError::TooManyAppends) = self {
             response.insert_header((header::RETRY_AFTER, "1"));
+        }
+        if let ApiError::UnsupportedTusVersion(version) = self {
+            response.insert_header(("Tus-Version", *version));
         }
         if let ApiError::Unauthorized = self {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));

@@ -9,10 +9,12 @@
 //! - leaves: [`storage`] (the bytes), [`db`] (the metadata, the only SQL), [`hub`]
 //!   (progress publish/subscribe), [`metrics`] (counters for /metrics). They never import
 //!   each other.
+//! - [`fault`]: named crash points that tests arm through an environment variable.
 
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod fault;
 pub mod http;
 pub mod hub;
 pub mod metrics;

@@ -55,6 +55,13 @@ impl Application {
         if repaired > 0 {
             warn!(repaired, "uploads repaired after an unclean stop");
         }
+        let purged = engine.purge_removed().await?;
+        if purged > 0 {
+            warn!(
+                purged,
+                "bytes of removed uploads deleted after an unclean stop"
+            );
+        }
 
         let listener = TcpListener::bind(&config.bind)
             .map_err(|e| StartupError::Bind(config.bind.clone(), e))?;
@@ -162,6 +169,7 @@ fn cors(allowed: &[String]) -> actix_cors::Cors {
             "Upload-Expires",
             "Upload-Defer-Length",
             "Upload-Complete",
+            "Upload-Limit",
             "Upload-Draft-Interop-Version",
             "Tus-Resumable",
             "Tus-Version",
@@ -174,7 +182,7 @@ fn cors(allowed: &[String]) -> actix_cors::Cors {
         .max_age(86_400)
 }
 
-/// Removes expired uploads in the background, a few times per expiry period.
+/// Removes expired uploads, and bytes removals left behind, a few times per expiry period.
 async fn sweep_expired(engine: Arc<Engine>) {
     let every = (engine.settings().expire_after / 4)
         .clamp(Duration::from_millis(250), Duration::from_secs(60));
@@ -185,6 +193,10 @@ async fn sweep_expired(engine: Arc<Engine>) {
             Ok(0) => {}
             Ok(removed) => info!(removed, "expired uploads removed"),
             Err(e) => warn!(error = %e, "expiry sweep failed"),
+        }
+        // Bytes a removal could not delete (a failed unlink) are retried here.
+        if let Err(e) = engine.purge_removed().await {
+            warn!(error = %e, "purging removed uploads failed");
         }
     }
 }

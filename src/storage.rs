@@ -93,11 +93,12 @@ impl Storage {
             .map_err(|e| StorageError::new("truncate", &path, e))
     }
 
-    /// Removes the file; a file already gone is not an error.
+    /// Removes the file durably; a file already gone is not an error.
     pub fn remove(&self, id: &str) -> Result<()> {
         let path = self.path(id);
         match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
+            // Synced, so the removal is not undone by a power cut after it is recorded.
+            Ok(()) => self.sync_dir(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StorageError::new("remove", &path, e)),
         }

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use super::native::is_media_type;
 use crate::error::ApiError;
 use crate::upload::model::parse_sha256_hex;
-use crate::upload::{Engine, NewUpload, Status, UploadId};
+use crate::upload::{Engine, NewUpload, Status, Streamed};
 
 /// Text fields (`name`, `sha256`) are short; anything longer is a mistake.
 const TEXT_FIELD_LIMIT: usize = 1024;
@@ -24,7 +24,8 @@ pub async fn create(
 ) -> Result<Status, ApiError> {
     let mut form = Multipart::new(&headers, payload);
     let mut fields = TextFields::default();
-    let mut created: Option<UploadId> = None;
+    let mut created: Option<Streamed> = None;
+    let mut created_id = None;
     let result = async {
         while let Some(field) = form.next().await {
             let field = field.map_err(bad_form)?;
@@ -35,7 +36,11 @@ pub async fn create(
                         "send one file part per request",
                     ))
                 }
-                "file" => created = Some(receive_file(&engine, field, &fields).await?),
+                "file" => {
+                    let streamed = receive_file(&engine, field, &fields).await?;
+                    created_id = Some(streamed.id());
+                    created = Some(streamed);
+                }
                 "name" => fields.name = Some(read_text(field).await?),
                 "sha256" => {
                     let text = read_text(field).await?;
@@ -49,15 +54,17 @@ pub async fn create(
                 _ => drain(field).await?,
             }
         }
-        let id = created.ok_or_else(|| {
+        let streamed = created.take().ok_or_else(|| {
             ApiError::bad_request("missing_file", "the form needs a file part named `file`")
         })?;
         Ok(engine
-            .finish_streamed(id, fields.name.clone(), fields.sha256.clone())
+            .finish_streamed(streamed, fields.name.clone(), fields.sha256.clone())
             .await?)
     }
     .await;
-    if let (Err(_), Some(id)) = (&result, created) {
+    // Unlocks the upload (if the form failed after its file part) before it is discarded.
+    drop(created);
+    if let (Err(_), Some(id)) = (&result, created_id) {
         // A digest mismatch is a real, failed upload the client should be able to inspect.
         if !matches!(
             result,
@@ -81,7 +88,7 @@ async fn receive_file(
     engine: &Engine,
     field: Field,
     fields: &TextFields,
-) -> Result<UploadId, ApiError> {
+) -> Result<Streamed, ApiError> {
     let part_name = field
         .content_disposition()
         .and_then(|cd| cd.get_filename())

@@ -227,18 +227,10 @@ pub async fn append(
     let id = parse_id(&path)?;
     let protocol = tus::protocol_of(req.headers());
     let mut request = parse_append(&req)?;
-    let finish_at_end = tus::adjust_append(&req, protocol, &mut request)?;
+    tus::adjust_append(&req, protocol, &mut request)?;
     let max_size = engine.settings().max_upload_size;
     let engine = engine.into_inner();
-    let status = detached(async move {
-        let status = engine.append(id, request, payload).await?;
-        if finish_at_end {
-            // The draft's last chunk of unknown length: the upload is what arrived.
-            return Ok(engine.finish_streamed(id, None, None).await?);
-        }
-        Ok(status)
-    })
-    .await?;
+    let status = detached(async move { Ok(engine.append(id, request, payload).await?) }).await?;
     Ok(match protocol {
         Protocol::Native => status_response(StatusCode::OK, &status),
         _ => tus::append_response(&status, protocol, max_size),
@@ -265,6 +257,7 @@ pub fn parse_append(req: &HttpRequest) -> Result<AppendRequest, ApiError> {
         length: optional_count(headers, "Upload-Length", "invalid_length")?,
         content_length: optional_count(headers, "Content-Length", "invalid_content_length")?,
         checksum: chunk_checksum(headers)?,
+        complete: false,
     })
 }
 
@@ -273,7 +266,9 @@ pub async fn delete(
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    engine.delete(id).await?;
+    // Detached like an append: a client that hangs up mid-delete cannot cut it short.
+    let engine = engine.into_inner();
+    detached(async move { Ok(engine.delete(id).await?) }).await?;
     Ok(HttpResponse::NoContent()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .finish())

@@ -79,23 +79,23 @@ pub async fn middleware(
             .get("Tus-Resumable")
             .and_then(|v| v.to_str().ok());
         if version.map(str::trim) != Some(TUS_VERSION) {
-            let response = HttpResponse::PreconditionFailed()
-                .insert_header(("Tus-Version", TUS_VERSION))
-                .insert_header(("Tus-Resumable", TUS_VERSION))
-                .json(serde_json::json!({
-                    "error": "unsupported_version",
-                    "message": format!("this server speaks tus {TUS_VERSION}"),
-                }));
-            return Ok(req.into_response(response).map_into_right_body());
+            let mut response = req.error_response(ApiError::UnsupportedTusVersion(TUS_VERSION));
+            response.headers_mut().insert(
+                header::HeaderName::from_static("tus-resumable"),
+                HeaderValue::from_static(TUS_VERSION),
+            );
+            return Ok(response.map_into_right_body());
         }
     }
     if let Protocol::Draft(version) = protocol {
         if !DRAFT_INTEROP_VERSIONS.contains(&version) {
-            let response = HttpResponse::BadRequest().json(serde_json::json!({
-                "error": "unsupported_draft_version",
-                "message": format!("supported Upload-Draft-Interop-Version values: {DRAFT_INTEROP_VERSIONS:?}"),
-            }));
-            return Ok(req.into_response(response).map_into_right_body());
+            let error = ApiError::bad_request(
+                "unsupported_draft_version",
+                format!(
+                    "supported Upload-Draft-Interop-Version values: {DRAFT_INTEROP_VERSIONS:?}"
+                ),
+            );
+            return Ok(req.error_response(error).map_into_right_body());
         }
     }
     let mut response = next.call(req).await?;
@@ -148,7 +148,7 @@ pub async fn create(
     let headers = req.headers();
     let complete = upload_complete(headers)?;
     let content_length = optional_count(headers, "Content-Length", "invalid_content_length")?;
-    let size = declared_size(headers, protocol, complete, content_length)?;
+    let size = declared_size(headers, protocol)?;
     let raw_metadata = headers
         .get("Upload-Metadata")
         .map(|v| {
@@ -173,33 +173,38 @@ pub async fn create(
     let has_body =
         content_length.is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING);
     // Checked before creating, so a refused request leaves no upload behind.
+    if headers.contains_key("Upload-Concat") {
+        return Err(ApiError::bad_request(
+            "concatenation_unsupported",
+            "this server does not offer the tus concatenation extension; upload the file as one \
+             upload (tus-js-client: leave parallelUploads unset)",
+        ));
+    }
     let checksum = chunk_checksum(headers)?;
     if has_body && protocol == Protocol::Tus {
         require_tus_content_type(headers)?;
     }
     let mut status = engine.create(new).await?;
-    if has_body {
+    let location = location(&ctx, &status.id);
+    // The draft's `Upload-Complete: ?1` finishes the upload with this body, even an empty one.
+    if has_body || complete == Some(true) {
         let id = parse_id(&status.id)?;
         let request = AppendRequest {
             offset: 0,
             length: None,
             content_length,
             checksum,
+            complete: complete == Some(true),
         };
         let engine = engine.into_inner();
-        let deferred_complete = complete == Some(true) && size.is_none();
-        status = detached(async move {
-            let status = engine.append(id, request, payload).await?;
-            if deferred_complete {
-                return Ok(engine.finish_streamed(id, None, None).await?);
-            }
-            Ok(status)
-        })
-        .await?;
+        status = detached(async move { Ok(engine.append(id, request, payload).await?) })
+            .await
+            // The upload exists: the client needs its URL to resume or to look at it.
+            .map_err(|e| e.after_create(location.clone()))?;
     }
     let mut response = HttpResponse::Created();
     response
-        .insert_header((header::LOCATION, location(&ctx, &status.id)))
+        .insert_header((header::LOCATION, location))
         .insert_header(("Upload-Offset", status.received.to_string()));
     progress_headers(&mut response, &status, protocol, max_size);
     Ok(response.finish())
@@ -222,20 +227,12 @@ fn upload_complete(headers: &HeaderMap) -> Result<Option<bool>, ApiError> {
 }
 
 /// The size a creation declares: tus needs `Upload-Length` or `Upload-Defer-Length: 1`;
-/// the draft takes `Upload-Length`, or the body's length when it is the whole upload.
-fn declared_size(
-    headers: &HeaderMap,
-    protocol: Protocol,
-    complete: Option<bool>,
-    content_length: Option<u64>,
-) -> Result<Option<u64>, ApiError> {
+/// the draft takes `Upload-Length`, and otherwise learns the size when its last piece ends
+/// normally (never from a `Content-Length` that a cut body may not reach).
+fn declared_size(headers: &HeaderMap, protocol: Protocol) -> Result<Option<u64>, ApiError> {
     let length = optional_count(headers, "Upload-Length", "invalid_length")?;
     if protocol != Protocol::Tus {
-        return Ok(length.or(if complete == Some(true) {
-            content_length
-        } else {
-            None
-        }));
+        return Ok(length);
     }
     let defer = headers
         .get("Upload-Defer-Length")
@@ -267,7 +264,14 @@ fn require_content_type(headers: &HeaderMap, wanted: &str) -> Result<(), ApiErro
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if content_type.split(';').next().unwrap_or_default().trim() == wanted {
+    // Media types are case-insensitive (RFC 9110, section 8.3.1).
+    if content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .eq_ignore_ascii_case(wanted)
+    {
         Ok(())
     } else {
         Err(ApiError::UnsupportedMediaType(format!(
@@ -386,30 +390,21 @@ fn http_date(rfc3339: &str) -> Option<String> {
 }
 
 /// The request's append parameters beyond the native ones: the draft's `Upload-Complete: ?1`
-/// fixes the length at the end of this body.
+/// makes this body the last piece, which the engine settles once the body has ended.
 pub fn adjust_append(
     req: &HttpRequest,
     protocol: Protocol,
     request: &mut AppendRequest,
-) -> Result<bool, ApiError> {
+) -> Result<(), ApiError> {
     match protocol {
-        Protocol::Native => Ok(false),
-        Protocol::Tus => {
-            require_tus_content_type(req.headers())?;
-            Ok(false)
-        }
+        Protocol::Native => Ok(()),
+        Protocol::Tus => require_tus_content_type(req.headers()),
         Protocol::Draft(version) => {
             if version >= 8 {
                 require_content_type(req.headers(), PARTIAL_UPLOAD)?;
             }
-            let complete = upload_complete(req.headers())? == Some(true);
-            if complete && request.length.is_none() {
-                match request.content_length {
-                    Some(len) => request.length = Some(request.offset + len),
-                    None => return Ok(true),
-                }
-            }
-            Ok(false)
+            request.complete = upload_complete(req.headers())? == Some(true);
+            Ok(())
         }
     }
 }

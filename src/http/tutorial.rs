@@ -6,7 +6,7 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::headers::parse_count;
+use super::headers::{optional_count, parse_count};
 use super::native::{detached, parse_id};
 use crate::error::ApiError;
 use crate::upload::{AppendRequest, Engine, UploadError};
@@ -56,6 +56,7 @@ async fn upload(
         .ok_or_else(|| {
             ApiError::bad_request("invalid_start_byte", "X-Start-Byte must be a byte count")
         })?;
+    let content_length = optional_count(req.headers(), "Content-Length", "invalid_content_length")?;
     let status = match engine.tutorial_upload(&id).await? {
         Some(status) => status,
         None if start == 0 => {
@@ -70,16 +71,12 @@ async fn upload(
         }
     };
     let upload_id = parse_id(&status.id)?;
-    let content_length = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_count);
     let request = AppendRequest {
         offset: start,
         length: None,
         content_length,
         checksum: None,
+        complete: false,
     };
     let engine = engine.into_inner();
     let appended =

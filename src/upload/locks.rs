@@ -4,9 +4,11 @@
 //! waiting on the dead one. So a newcomer does not queue behind the holder: it cancels the
 //! holder's token, the holder commits what it stored and lets go, and the newcomer proceeds.
 //! Every acquirer gets a fresh token and cancels the previous newest one, so among several
-//! waiting requests only the latest survives.
+//! waiting requests only the latest survives. The newest acquirer's purpose is kept, so a
+//! stopped append can tell its client whether it was replaced or its upload removed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::OwnedMutexGuard;
@@ -14,28 +16,57 @@ use tokio_util::sync::CancellationToken;
 
 use super::model::UploadId;
 
+/// Why a request takes an upload's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Purpose {
+    #[default]
+    Append,
+    Remove,
+}
+
+/// Why a holder was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// A newer append for the same upload arrived.
+    Superseded,
+    /// The upload is being deleted or expired.
+    Removed,
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+#[derive(Default)]
+struct Newest {
+    ticket: u64,
+    purpose: Purpose,
+    token: Option<CancellationToken>,
+}
+
 #[derive(Default)]
 struct Entry {
     lock: Arc<tokio::sync::Mutex<()>>,
-    /// The ticket and token of the newest acquirer (holding or waiting).
-    newest: Mutex<(u64, Option<CancellationToken>)>,
+    /// The newest acquirer (holding or waiting).
+    newest: Mutex<Newest>,
 }
 
 impl Entry {
     /// Registers a new acquirer: cancels the previous newest one, returns the new ticket.
-    fn register(&self, token: &CancellationToken) -> u64 {
+    fn register(&self, token: &CancellationToken, purpose: Purpose) -> u64 {
         let mut newest = lock_ignoring_poison(&self.newest);
-        newest.0 += 1;
-        if let Some(previous) = newest.1.replace(token.clone()) {
+        newest.ticket += 1;
+        newest.purpose = purpose;
+        if let Some(previous) = newest.token.replace(token.clone()) {
             previous.cancel();
         }
-        newest.0
+        newest.ticket
     }
 }
 
 #[derive(Default)]
 pub struct Locks {
     entries: Mutex<HashMap<UploadId, Arc<Entry>>>,
+    /// Set at shutdown: every acquirer from then on finds its token cancelled.
+    stopping: AtomicBool,
 }
 
 /// Held while appending, deleting or expiring one upload.
@@ -51,13 +82,14 @@ pub struct Guard {
 
 impl Locks {
     /// Takes the upload's lock, asking any current holder (and older waiters) to stop.
-    pub async fn acquire(self: &Arc<Self>, id: UploadId) -> Guard {
-        let token = CancellationToken::new();
-        let (entry, ticket) = {
+    pub async fn acquire(self: &Arc<Self>, id: UploadId, purpose: Purpose) -> Guard {
+        let (entry, ticket, token) = {
             let mut entries = self.map();
+            // Under the map lock, so shutdown cannot slip between the token and its registration.
+            let token = self.new_token();
             let entry = entries.entry(id).or_default().clone();
-            let ticket = entry.register(&token);
-            (entry, ticket)
+            let ticket = entry.register(&token, purpose);
+            (entry, ticket, token)
         };
         let held = entry.lock.clone().lock_owned().await;
         Guard {
@@ -78,8 +110,8 @@ impl Locks {
         }
         let entry: Arc<Entry> = Arc::default();
         let held = entry.lock.clone().try_lock_owned().ok()?;
-        let token = CancellationToken::new();
-        let ticket = entry.register(&token);
+        let token = self.new_token();
+        let ticket = entry.register(&token, Purpose::Remove);
         entries.insert(id, entry.clone());
         Some(Guard {
             locks: self.clone(),
@@ -93,11 +125,21 @@ impl Locks {
 
     /// Asks every holder to stop (graceful shutdown: commit what you have and answer).
     pub fn cancel_all(&self) {
-        for entry in self.map().values() {
-            if let Some(token) = lock_ignoring_poison(&entry.newest).1.as_ref() {
+        let entries = self.map();
+        self.stopping.store(true, Ordering::SeqCst);
+        for entry in entries.values() {
+            if let Some(token) = lock_ignoring_poison(&entry.newest).token.as_ref() {
                 token.cancel();
             }
         }
+    }
+
+    fn new_token(&self) -> CancellationToken {
+        let token = CancellationToken::new();
+        if self.stopping.load(Ordering::SeqCst) {
+            token.cancel();
+        }
+        token
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<UploadId, Arc<Entry>>> {
@@ -106,11 +148,24 @@ impl Locks {
 }
 
 impl Guard {
-    /// True when a newer request for the same upload has arrived since this one.
-    pub fn superseded(&self) -> bool {
-        self.entry
+    /// Why this holder was asked to stop, if it was.
+    pub fn stop_reason(&self) -> Option<Stop> {
+        if !self.cancel.is_cancelled() {
+            return None;
+        }
+        let newest = self
+            .entry
             .as_ref()
-            .is_some_and(|entry| lock_ignoring_poison(&entry.newest).0 != self.ticket)
+            .map(|entry| {
+                let newest = lock_ignoring_poison(&entry.newest);
+                (newest.ticket, newest.purpose)
+            })
+            .filter(|(ticket, _)| *ticket != self.ticket);
+        Some(match newest {
+            None => Stop::ShuttingDown,
+            Some((_, Purpose::Append)) => Stop::Superseded,
+            Some((_, Purpose::Remove)) => Stop::Removed,
+        })
     }
 }
 
@@ -144,17 +199,23 @@ mod tests {
     async fn a_newcomer_cancels_the_holder_and_gets_the_lock() {
         let locks = Arc::new(Locks::default());
         let id = UploadId::new_random();
-        let first = locks.acquire(id).await;
+        let first = locks.acquire(id, Purpose::Append).await;
         assert!(!first.cancel.is_cancelled());
-        assert!(!first.superseded());
+        assert_eq!(first.stop_reason(), None);
         let waiter = {
             let locks = locks.clone();
-            tokio::spawn(async move { locks.acquire(id).await.cancel.is_cancelled() })
+            tokio::spawn(async move {
+                locks
+                    .acquire(id, Purpose::Append)
+                    .await
+                    .cancel
+                    .is_cancelled()
+            })
         };
         tokio::time::timeout(Duration::from_secs(1), first.cancel.cancelled())
             .await
             .expect("the holder is asked to stop");
-        assert!(first.superseded());
+        assert_eq!(first.stop_reason(), Some(Stop::Superseded));
         drop(first);
         assert!(
             !waiter.await.unwrap(),
@@ -170,17 +231,29 @@ mod tests {
     async fn only_the_newest_waiter_survives() {
         let locks = Arc::new(Locks::default());
         let id = UploadId::new_random();
-        let holder = locks.acquire(id).await;
+        let holder = locks.acquire(id, Purpose::Append).await;
         let older = {
             let locks = locks.clone();
-            tokio::spawn(async move { locks.acquire(id).await.cancel.is_cancelled() })
+            tokio::spawn(async move {
+                locks
+                    .acquire(id, Purpose::Append)
+                    .await
+                    .cancel
+                    .is_cancelled()
+            })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        registered(&locks, id, 2).await;
         let newer = {
             let locks = locks.clone();
-            tokio::spawn(async move { locks.acquire(id).await.cancel.is_cancelled() })
+            tokio::spawn(async move {
+                locks
+                    .acquire(id, Purpose::Append)
+                    .await
+                    .cancel
+                    .is_cancelled()
+            })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        registered(&locks, id, 3).await;
         drop(holder);
         assert!(
             older.await.unwrap(),
@@ -189,20 +262,63 @@ mod tests {
         assert!(!newer.await.unwrap());
     }
 
+    /// Waits until `count` acquirers have registered for `id` (they wait for the mutex then).
+    async fn registered(locks: &Locks, id: UploadId, count: u64) {
+        let ticket = || {
+            locks
+                .map()
+                .get(&id)
+                .map_or(0, |entry| lock_ignoring_poison(&entry.newest).ticket)
+        };
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while ticket() < count {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the acquirers register");
+    }
+
     #[tokio::test]
     async fn cancel_all_stops_holders_without_superseding_them() {
         let locks = Arc::new(Locks::default());
-        let held = locks.acquire(UploadId::new_random()).await;
+        let held = locks.acquire(UploadId::new_random(), Purpose::Append).await;
         locks.cancel_all();
         assert!(held.cancel.is_cancelled());
-        assert!(!held.superseded());
+        assert_eq!(held.stop_reason(), Some(Stop::ShuttingDown));
+    }
+
+    #[tokio::test]
+    async fn after_shutdown_began_every_acquirer_is_told_to_stop() {
+        let locks = Arc::new(Locks::default());
+        locks.cancel_all();
+        let late = locks.acquire(UploadId::new_random(), Purpose::Append).await;
+        assert_eq!(late.stop_reason(), Some(Stop::ShuttingDown));
+    }
+
+    #[tokio::test]
+    async fn a_holder_learns_that_its_upload_is_being_removed() {
+        let locks = Arc::new(Locks::default());
+        let id = UploadId::new_random();
+        let held = locks.acquire(id, Purpose::Append).await;
+        assert_eq!(held.stop_reason(), None);
+        let remover = {
+            let locks = locks.clone();
+            tokio::spawn(async move { locks.acquire(id, Purpose::Remove).await.stop_reason() })
+        };
+        tokio::time::timeout(Duration::from_secs(1), held.cancel.cancelled())
+            .await
+            .expect("the holder is asked to stop");
+        assert_eq!(held.stop_reason(), Some(Stop::Removed));
+        drop(held);
+        assert_eq!(remover.await.unwrap(), None);
     }
 
     #[tokio::test]
     async fn try_acquire_fails_while_held() {
         let locks = Arc::new(Locks::default());
         let id = UploadId::new_random();
-        let held = locks.acquire(id).await;
+        let held = locks.acquire(id, Purpose::Append).await;
         assert!(locks.try_acquire(id).is_none());
         assert!(!held.cancel.is_cancelled(), "try_acquire never cancels");
         drop(held);

@@ -25,7 +25,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 use append::{End, Pump, Pumped};
-use locks::{Guard, Locks};
+use locks::{Guard, Locks, Purpose, Stop};
 use model::{now_millis, to_hex, validate_name};
 
 #[derive(Debug, Clone)]
@@ -59,6 +59,9 @@ pub struct AppendRequest {
     /// The body's declared length; an overshoot is refused before a byte is written.
     pub content_length: Option<u64>,
     pub checksum: Option<ChunkChecksum>,
+    /// This body is the upload's last piece: when it ends normally, the upload's size is what
+    /// it then holds. A body cut short never finishes anything.
+    pub complete: bool,
 }
 
 pub struct Engine {
@@ -260,17 +263,15 @@ impl Engine {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     {
         let started = std::time::Instant::now();
-        let guard = self.locks.acquire(id).await;
+        let guard = self.locks.acquire(id, Purpose::Append).await;
         // After the lock: a request taking over a stalled one reuses the place it frees, so
         // even at the cap a resuming client is never refused. Declared after `guard`, it is
         // also released before the lock.
         let _slot = self.append_slot()?;
         let _in_flight = self.metrics.append_in_flight();
         let mut row = self.load_live(id, Some(&guard)).await?;
-        if guard.cancel.is_cancelled() {
-            return Err(UploadError::Superseded {
-                received: row.received,
-            });
+        if let Some(stop) = guard.stop_reason() {
+            return Err(stopped(stop, row.received));
         }
         let room = self.check_append(&mut row, &request)?;
         if room > 0 {
@@ -281,29 +282,52 @@ impl Engine {
             .pump(&guard, &mut row, body, room, request.checksum.as_ref())
             .await?;
         let end = pumped.end;
-        if let Some(checksum) = &request.checksum {
-            self.settle_checksummed(&mut row, start, pumped, checksum)
-                .await?;
-        } else {
-            self.commit(&mut row, pumped, false).await?;
+        // Settled here, under the lock, and only for a body that ended normally.
+        let finishing = request.complete && end == End::Finished;
+        match &request.checksum {
+            Some(checksum) => {
+                self.settle_checksummed(&mut row, start, pumped, checksum, finishing, &guard)
+                    .await?
+            }
+            None => self.commit(&mut row, pumped, finishing).await?,
         }
         self.metrics.observe_append(started.elapsed());
-        let status = Status::from_row(&row);
+        self.append_verdict(&row, end, request.complete, &guard)
+    }
+
+    /// The answer to an append whose bytes are committed: what ended it decides.
+    fn append_verdict(
+        &self,
+        row: &UploadRow,
+        end: End,
+        last_piece: bool,
+        guard: &Guard,
+    ) -> Result<Status> {
+        let status = Status::from_row(row);
+        let received = row.received;
+        if row.state == State::Failed.as_str() {
+            return sha256_verdict(row, status);
+        }
+        let length_mismatch = || UploadError::LengthMismatch {
+            size: row.size.unwrap_or(received),
+            given: received,
+            received,
+        };
         match end {
+            // A last piece that does not end at the size says the client has another length
+            // in mind; what fitted is kept, the rest was never written.
+            End::Overshoot if last_piece && row.size.is_some() => Err(length_mismatch()),
             End::Overshoot => Err(UploadError::TooLarge {
                 limit: row.size.unwrap_or(self.size_limit()),
-                received: Some(row.received),
+                received: Some(received),
             }),
-            End::Cancelled if guard.superseded() => Err(UploadError::Superseded {
-                received: row.received,
-            }),
-            End::Cancelled => Err(UploadError::ShuttingDown {
-                received: row.received,
-            }),
-            End::Idle => Err(UploadError::IdleTimeout {
-                received: row.received,
-            }),
-            _ => sha256_verdict(&row, status),
+            End::Cancelled => Err(stopped(
+                guard.stop_reason().unwrap_or(Stop::ShuttingDown),
+                received,
+            )),
+            End::Idle => Err(UploadError::IdleTimeout { received }),
+            End::Finished if last_piece && row.size != Some(received) => Err(length_mismatch()),
+            _ => Ok(status),
         }
     }
 
@@ -348,6 +372,17 @@ impl Engine {
         }
         let limit = row.size.unwrap_or(self.size_limit());
         let room = limit.saturating_sub(row.received);
+        if let (true, Some(size), Some(len)) = (request.complete, row.size, request.content_length)
+        {
+            let end = row.received.saturating_add(len);
+            if end != size {
+                return Err(UploadError::LengthMismatch {
+                    size,
+                    given: end,
+                    received: row.received,
+                });
+            }
+        }
         if request.content_length.is_some_and(|len| len > room) {
             return Err(UploadError::TooLarge {
                 limit,
@@ -429,13 +464,8 @@ impl Engine {
     }
 
     /// Records what the pump made durable: `received`, the hasher, and completion.
-    /// With `size_from_received`, a deferred size becomes what arrived (multipart creation).
-    async fn commit(
-        &self,
-        row: &mut UploadRow,
-        pumped: Pumped,
-        size_from_received: bool,
-    ) -> Result<()> {
+    /// With `finishing` (the last piece ended normally), a deferred size becomes what arrived.
+    async fn commit(&self, row: &mut UploadRow, pumped: Pumped, finishing: bool) -> Result<()> {
         let Pumped {
             mut file,
             hasher,
@@ -455,7 +485,7 @@ impl Engine {
         );
         row.received = file.position();
         row.updated_at = now;
-        if size_from_received && row.size.is_none() {
+        if finishing && row.size.is_none() {
             row.size = Some(row.received);
         }
         if row.size == Some(row.received) {
@@ -470,20 +500,31 @@ impl Engine {
         Ok(())
     }
 
-    /// A checksummed chunk counts whole or not at all.
+    /// A checksummed chunk counts whole or not at all: its checksum covers every byte of it,
+    /// so one cut short, cut off at the size, or mismatched leaves nothing behind.
     async fn settle_checksummed(
         &self,
         row: &mut UploadRow,
         start: u64,
         mut pumped: Pumped,
         checksum: &ChunkChecksum,
+        finishing: bool,
+        guard: &Guard,
     ) -> Result<()> {
         let matched = pumped
             .chunk
             .take()
             .is_some_and(|chunk| chunk.matches(&checksum.expected));
         let verdict = match pumped.end {
-            End::Disconnected | End::Cancelled | End::Idle => {
+            End::Overshoot => Err(UploadError::TooLarge {
+                limit: row.size.unwrap_or(self.size_limit()),
+                received: Some(start),
+            }),
+            End::Cancelled => Err(stopped(
+                guard.stop_reason().unwrap_or(Stop::ShuttingDown),
+                start,
+            )),
+            End::Disconnected | End::Idle => {
                 Err(UploadError::ChecksumIncomplete { received: start })
             }
             _ if pumped.failure.is_none() && !matched => {
@@ -492,7 +533,7 @@ impl Engine {
             _ => Ok(()),
         };
         match verdict {
-            Ok(()) => self.commit(row, pumped, false).await,
+            Ok(()) => self.commit(row, pumped, finishing).await,
             Err(e) => {
                 let mut file = pumped.file;
                 blocking(move || file.truncate_to(start)).await?;
@@ -503,11 +544,13 @@ impl Engine {
 
     pub async fn delete(&self, id: UploadId) -> Result<()> {
         // Taking the lock stops a running append, which commits before letting go.
-        let guard = self.locks.acquire(id).await;
+        let guard = self.locks.acquire(id, Purpose::Remove).await;
         let row = self.load_live(id, Some(&guard)).await?;
         self.remove(&row, "deleted").await
     }
 
+    /// The tombstone first, then the bytes: once the row says removed, the bytes are owed,
+    /// and whoever finds them still there (this call, the sweeper, start-up) deletes them.
     async fn remove(&self, row: &UploadRow, reason: &str) -> Result<()> {
         self.db.mark_removed(&row.id, reason, now_millis()).await?;
         let counter = if reason == "expired" {
@@ -516,14 +559,44 @@ impl Engine {
             &self.metrics.deleted
         };
         Metrics::add(counter, 1);
-        let storage = self.storage.clone();
-        let file_id = row.id.clone();
-        blocking(move || storage.remove(&file_id)).await?;
         let mut last = Status::from_row(row);
         last.removed = Some(reason.to_owned());
         self.hub.close(&row.id, last);
         info!(upload = %row.id, reason, "removed");
+        crate::fault::point("remove-after-tombstone");
+        self.remove_bytes(&row.id).await;
         Ok(())
+    }
+
+    /// Deletes a removed upload's bytes and records it. A failure is only logged: the bytes
+    /// stay owed, and the next sweep tries again.
+    async fn remove_bytes(&self, id: &str) -> bool {
+        let storage = self.storage.clone();
+        let file_id = id.to_owned();
+        let removed = blocking(move || storage.remove(&file_id)).await;
+        let recorded = match removed {
+            Ok(()) => self
+                .db
+                .mark_bytes_removed(id, now_millis())
+                .await
+                .map_err(Into::into),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &recorded {
+            warn!(upload = %id, error = %e, "removing the bytes of a removed upload failed; will retry");
+        }
+        recorded.is_ok()
+    }
+
+    /// Deletes the bytes that removals cut short left behind; returns how many uploads.
+    pub async fn purge_removed(&self) -> Result<usize> {
+        let mut purged = 0;
+        for id in self.db.removed_with_bytes(1000).await? {
+            if self.remove_bytes(&id).await {
+                purged += 1;
+            }
+        }
+        Ok(purged)
     }
 
     /// Removes one upload if it is still expired and nobody is appending. True if removed.
@@ -570,8 +643,9 @@ impl Engine {
     }
 
     /// Creates an upload from a stream of unknown length (a multipart file part). The upload
-    /// stays `uploading` with its size deferred until `finish_streamed` settles it.
-    pub async fn create_streamed<S, E>(&self, new: NewUpload, body: S) -> Result<UploadId>
+    /// stays locked, `uploading` with its size deferred, until `finish_streamed` settles it
+    /// (the form's later fields may still name it or give its digest).
+    pub async fn create_streamed<S, E>(&self, new: NewUpload, body: S) -> Result<Streamed>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     {
@@ -581,16 +655,16 @@ impl Engine {
             .id
             .parse()
             .map_err(|_| UploadError::Internal("created an invalid id".into()))?;
-        let guard = self.locks.acquire(id).await;
-        let mut row = self.load_live(id, Some(&guard)).await?;
+        let guard = self.locks.acquire(id, Purpose::Append).await;
         let outcome = async {
+            let mut row = self.load_live(id, Some(&guard)).await?;
             let pumped = self
                 .pump(&guard, &mut row, body, self.size_limit(), None)
                 .await?;
             let end = pumped.end;
             self.commit(&mut row, pumped, false).await?;
             match end {
-                End::Finished => Ok(()),
+                End::Finished => Ok(row),
                 End::Overshoot => Err(UploadError::TooLarge {
                     limit: self.size_limit(),
                     received: None,
@@ -599,23 +673,28 @@ impl Engine {
             }
         }
         .await;
-        if let Err(e) = outcome {
-            drop(guard);
-            self.discard(id).await;
-            return Err(e);
+        match outcome {
+            Ok(row) => Ok(Streamed { id, guard, row }),
+            Err(e) => {
+                drop(guard);
+                self.discard(id).await;
+                Err(e)
+            }
         }
-        Ok(id)
     }
 
     /// Settles a streamed upload: its size becomes what arrived, and its digest is checked.
     pub async fn finish_streamed(
         &self,
-        id: UploadId,
+        streamed: Streamed,
         name: Option<String>,
         expected_sha256: Option<String>,
     ) -> Result<Status> {
-        let guard = self.locks.acquire(id).await;
-        let mut row = self.load_live(id, Some(&guard)).await?;
+        let Streamed {
+            guard: _guard,
+            mut row,
+            ..
+        } = streamed;
         if let Some(name) = name {
             validate_name(&name).map_err(UploadError::InvalidName)?;
             row.name = name;
@@ -670,6 +749,7 @@ impl Engine {
             .filter(|n| size.is_some() && validate_name(n).is_ok())
             .unwrap_or("upload")
             .to_owned();
+        let stale = self.db.tutorial_upload(file_id).await?;
         let status = self
             .create(NewUpload {
                 name,
@@ -677,8 +757,20 @@ impl Engine {
                 ..NewUpload::default()
             })
             .await?;
-        self.db.map_tutorial_file(file_id, &status.id).await?;
-        Ok(status)
+        if self
+            .db
+            .map_tutorial_file(file_id, &status.id, stale.as_deref())
+            .await?
+        {
+            return Ok(status);
+        }
+        // Another first request for this file id mapped it first: use its upload, not ours.
+        if let Ok(ours) = status.id.parse() {
+            self.discard(ours).await;
+        }
+        self.tutorial_upload(file_id)
+            .await?
+            .ok_or(UploadError::NotFound)
     }
 
     /// Makes every unfinished upload's file and row agree again after a crash.
@@ -716,6 +808,28 @@ impl Engine {
 
 fn is_expired(row: &UploadRow) -> bool {
     row.state == State::Uploading.as_str() && row.expires_at.is_some_and(|at| at <= now_millis())
+}
+
+/// A multipart upload whose bytes are in, still locked until `Engine::finish_streamed`.
+pub struct Streamed {
+    id: UploadId,
+    guard: Guard,
+    row: UploadRow,
+}
+
+impl Streamed {
+    pub fn id(&self) -> UploadId {
+        self.id
+    }
+}
+
+/// The error for an append told to stop before its body ended.
+fn stopped(stop: Stop, received: u64) -> UploadError {
+    match stop {
+        Stop::Superseded => UploadError::Superseded { received },
+        Stop::Removed => UploadError::Gone("deleted while this request was streaming"),
+        Stop::ShuttingDown => UploadError::ShuttingDown { received },
+    }
 }
 
 /// One watcher of an upload's status; the hub forgets the upload when its last watcher leaves.
