@@ -71,8 +71,9 @@ async fn pause_stops_the_server_offset_and_resume_finishes() {
     browser.click("[data-action=pause]").await;
     let (id, state, _) = browser.rows().await.remove(0);
     assert_eq!(state, "paused");
-    // Bytes already in flight may still land; then the offset must stand still.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Bytes already in flight may still land (the aborted append commits them); then the
+    // offset must stand still.
+    wait_appends_in_flight(&server, 0).await;
     let settled = received(&server, &id).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
@@ -153,7 +154,8 @@ async fn choosing_the_same_file_after_a_reload_resumes_from_the_server_offset() 
         )
         .await;
     browser.client.refresh().await.expect("reload");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The reload aborted the append; the server commits what arrived.
+    wait_appends_in_flight(&server, 0).await;
     let before = received(&server, &id).await;
     assert!(before > 0);
     assert!(

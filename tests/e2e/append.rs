@@ -21,8 +21,19 @@ async fn chunks_at_offsets_complete_the_file_with_its_sha256() {
     let id = id_of(&created);
     let mut offset = 0;
     let mut last_expiry = created["expires_at"].as_str().unwrap().to_owned();
+    // Times are to the second: the first append must come in a later second than the creation
+    // for its expires_at to be later.
+    let created_at =
+        humantime::parse_rfc3339(created["created_at"].as_str().unwrap()).expect("RFC 3339");
     for (i, size) in [1usize, 4095, 500_000, 7, 600_000].into_iter().enumerate() {
-        tokio::time::sleep(Duration::from_millis(if i == 0 { 1100 } else { 0 })).await;
+        if i == 0 {
+            eventually(
+                Duration::from_secs(5),
+                "the clock to pass the creation's second",
+                || async { std::time::SystemTime::now() >= created_at + Duration::from_secs(1) },
+            )
+            .await;
+        }
         let response = patch(
             &server,
             &id,

@@ -2,7 +2,6 @@
 
 use std::io::Write;
 use std::process::Command;
-use std::time::Duration;
 
 use crate::support::*;
 
@@ -43,7 +42,8 @@ async fn appends_past_the_concurrent_limit_get_503_with_retry_after() {
     let head = format!("PATCH /uploads/{a} HTTP/1.1\r\nHost: t\r\nUpload-Offset: 0\r\nContent-Length: 1000\r\n\r\n");
     stalled.write_all(head.as_bytes()).unwrap();
     stalled.write_all(&[1; 100]).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_appends_in_flight(&server, 1).await;
+    wait_sent_bytes_taken(&server, &stalled).await;
     let busy = patch(&server, &b, 0, vec![2; 10]).await;
     assert_eq!(busy.status(), 503);
     assert_eq!(busy.headers()["retry-after"], "1");
@@ -67,24 +67,26 @@ async fn appends_past_the_concurrent_limit_get_503_with_retry_after() {
     assert_eq!(patch(&server, &b, 0, vec![2; 10]).await.status(), 200);
 }
 
-/// A small tmpfs to fill up; `None` (and a note) where this process may not mount.
+/// A small tmpfs to fill up. Mounting needs root: the tests that use it are `#[ignore]`d and
+/// .ci/run (as root) runs them with `--ignored small_disk`; there, a failed mount fails the test.
 struct SmallDisk {
     dir: tempfile::TempDir,
 }
 
 impl SmallDisk {
-    fn mount(size: &str) -> Option<SmallDisk> {
+    fn mount(size: &str) -> SmallDisk {
         let dir = tempfile::tempdir().unwrap();
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir.path())
             .status()
-            .ok()?;
-        if !status.success() {
-            eprintln!("SKIPPED: mounting a tmpfs needs root (CI runs as root)");
-            return None;
-        }
-        Some(SmallDisk { dir })
+            .unwrap_or_else(|e| panic!("cannot run mount: {e}"));
+        assert!(
+            status.success(),
+            "mounting a tmpfs (size={size}) on {} failed ({status}): these tests need root",
+            dir.path().display()
+        );
+        SmallDisk { dir }
     }
 }
 
@@ -99,22 +101,21 @@ impl Drop for SmallDisk {
 
 /// The server with its uploads on an 8 MiB tmpfs and its database elsewhere, so that only the
 /// bytes run out of space.
-fn server_on_small_disk(extra: &[&str]) -> Option<(SmallDisk, TestServer, tempfile::TempDir)> {
-    let disk = SmallDisk::mount("8m")?;
+fn server_on_small_disk(extra: &[&str]) -> (SmallDisk, TestServer, tempfile::TempDir) {
+    let disk = SmallDisk::mount("8m");
     let db = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite://{}/uploads.db", db.path().display());
     let data_dir = disk.dir.path().to_str().unwrap().to_owned();
     let mut args = vec!["--data-dir", &data_dir, "--database-url", &db_url];
     args.extend_from_slice(extra);
     let server = TestServer::start_with(&args, &[]);
-    Some((disk, server, db))
+    (disk, server, db)
 }
 
 #[tokio::test]
-async fn a_full_disk_answers_507_loses_no_byte_and_resumes_once_space_returns() {
-    let Some((disk, server, _db)) = server_on_small_disk(&[]) else {
-        return;
-    };
+#[ignore = "needs root to mount a small tmpfs; .ci/run runs it"]
+async fn a_full_disk_answers_507_loses_no_byte_and_resumes_once_space_returns_on_a_small_disk() {
+    let (disk, server, _db) = server_on_small_disk(&[]);
     let first = data(5 << 20, 91);
     let second = data(5 << 20, 92);
     let a = id_of(&create(&server, "a.bin", first.len() as u64).await);
@@ -149,10 +150,9 @@ async fn a_full_disk_answers_507_loses_no_byte_and_resumes_once_space_returns() 
 }
 
 #[tokio::test]
-async fn min_free_space_refuses_creates_and_appends_before_the_disk_is_full() {
-    let Some((_disk, server, _db)) = server_on_small_disk(&["--min-free-space", "4M"]) else {
-        return;
-    };
+#[ignore = "needs root to mount a small tmpfs; .ci/run runs it"]
+async fn min_free_space_refuses_creates_and_appends_before_the_disk_is_full_on_a_small_disk() {
+    let (_disk, server, _db) = server_on_small_disk(&["--min-free-space", "4M"]);
     let a = id_of(&create(&server, "a.bin", 5 << 20).await);
     assert_eq!(patch(&server, &a, 0, data(5 << 20, 93)).await.status(), 200);
     let refused = client()

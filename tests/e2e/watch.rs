@@ -152,7 +152,7 @@ async fn long_poll_returns_right_after_an_append() {
             )
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_watchers(&server, "poll", 1).await;
     assert!(
         !poll.is_finished(),
         "the poll answered before anything changed"
@@ -239,7 +239,8 @@ async fn a_watcher_that_stops_reading_gets_the_latest_state_not_a_backlog() {
     let mut ws = websocket(&server, &id, None).await.unwrap();
     // Not reading while 100 appends land as fast as they can.
     upload_in_pieces(&server, &id, &bytes, 2_000, Duration::ZERO).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Still not reading until the server has sent its last message and closed the socket.
+    wait_watchers(&server, "websocket", 0).await;
     let (statuses, code) = drain(&mut ws).await;
     assert!(
         statuses.len() < 40,
@@ -300,7 +301,9 @@ async fn delete_ends_every_watcher_with_the_final_state() {
                 .unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_watchers(&server, "websocket", 1).await;
+    wait_watchers(&server, "sse", 1).await;
+    wait_watchers(&server, "poll", 1).await;
     let response = client()
         .delete(server.url(&format!("/uploads/{id}")))
         .send()

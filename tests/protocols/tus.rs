@@ -393,7 +393,8 @@ async fn a_resuming_tus_client_takes_over_a_stalled_patch_at_once() {
     );
     stalled.write_all(head.as_bytes()).unwrap();
     stalled.write_all(&bytes[..250_000]).unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    wait_appends_in_flight(&server, 1).await;
+    wait_sent_bytes_taken(&server, &stalled).await;
     let started = std::time::Instant::now();
     // What tus-js-client does after a drop: HEAD for the offset, then PATCH from there.
     let mut offset: u64 = header(
