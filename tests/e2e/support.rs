@@ -324,3 +324,109 @@ pub fn header_of(head: &str, name: &str) -> Option<String> {
 pub fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+/// One sample of GET /metrics (the first line that starts with `name `).
+pub async fn metric(server: &TestServer, name: &str) -> f64 {
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+/// Waits until exactly `count` appends hold their upload's lock: they have begun streaming
+/// (or wait for bytes), or, with 0, every append has committed and answered.
+pub async fn wait_appends_in_flight(server: &TestServer, count: u64) {
+    eventually(
+        Duration::from_secs(20),
+        &format!("{count} appends in flight"),
+        || async { metric(server, "resumable_appends_in_flight").await == count as f64 },
+    )
+    .await;
+}
+
+impl TestServer {
+    /// Sets (or with `None` removes) an environment variable for the next start.
+    pub fn set_env(&mut self, name: &str, value: Option<&str>) {
+        self.envs.retain(|(k, _)| k != name);
+        if let Some(value) = value {
+            self.envs.push((name.to_owned(), value.to_owned()));
+        }
+    }
+
+    /// True once the server process has exited by itself (reaping it).
+    pub fn has_exited(&mut self) -> bool {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(_))) | None => {
+                self.child = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The server's process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+}
+
+/// Waits until exactly `count` progress watchers are open on `channel` (`websocket`, `sse` or
+/// `poll`): a watcher is counted once it has subscribed to the upload's changes.
+pub async fn wait_watchers(server: &TestServer, channel: &str, count: u64) {
+    let name = format!("resumable_watchers{{channel=\"{channel}\"}}");
+    eventually(
+        Duration::from_secs(20),
+        &format!("{count} {channel} watchers"),
+        || async { metric(server, &name).await == count as f64 },
+    )
+    .await;
+}
+
+/// Waits until the server process has read from its socket every byte sent on `conn`: none
+/// wait in this end's send queue nor in the server end's receive queue (Linux's
+/// /proc/net/tcp). With the append in flight, they are then in the server's hands, so a
+/// takeover or a shutdown commits all of them.
+pub async fn wait_sent_bytes_taken(server: &TestServer, conn: &TcpStream) {
+    let ours = conn.local_addr().expect("local address").port();
+    let theirs = server.port;
+    eventually(
+        Duration::from_secs(20),
+        "the server to read every byte sent",
+        || async move {
+            let sent = tcp_queues(ours, theirs).map(|(tx, _)| tx);
+            let unread = tcp_queues(theirs, ours).map(|(_, rx)| rx);
+            sent == Some(0) && unread == Some(0)
+        },
+    )
+    .await;
+}
+
+/// (send queue, receive queue) of the local IPv4 socket from port `local` to port `remote`.
+fn tcp_queues(local: u16, remote: u16) -> Option<(u64, u64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let port = |address: &str| {
+        address
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 5 || port(fields[1])? != local || port(fields[2])? != remote {
+            return None;
+        }
+        let (tx, rx) = fields[4].split_once(':')?;
+        Some((
+            u64::from_str_radix(tx, 16).ok()?,
+            u64::from_str_radix(rx, 16).ok()?,
+        ))
+    })
+}

@@ -5,6 +5,7 @@
 mod support;
 
 mod draft;
+mod edges;
 mod tus;
 mod tus_js;
 mod tutorial;
