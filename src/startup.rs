@@ -1,12 +1,14 @@
 //! Application: opens the database and storage, repairs what a crash left, binds the listener
-//! and builds the shared state once, outside `HttpServer::new`, so every worker shares it.
+//! and builds the shared state once, outside the per-worker app factory, so every worker
+//! shares it.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::{Server, Service};
-use actix_web::{web, App, HttpServer};
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::{AppConfig, Extensions, Server, Service};
+use actix_web::{web, App};
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -78,8 +80,10 @@ impl Application {
         });
         let allowed_origins = config.allowed_origins.clone();
         let tutorial_api = config.tutorial_api;
-        let server = HttpServer::new(move || {
-            App::new()
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // What actix-web's HttpServer does, but over `GatedStream` (see src/http/conn.rs).
+        let factory = move || {
+            let app = App::new()
                 .app_data(engine_data.clone())
                 .app_data(ctx.clone())
                 .wrap_fn(|req, srv| {
@@ -105,13 +109,30 @@ impl Application {
                         http::tutorial_routes(cfg);
                     }
                 })
-                .configure(http::routes)
-        })
-        .listen(listener)
-        .map_err(|e| StartupError::Bind(config.bind.clone(), e))?
-        .disable_signals()
-        .shutdown_timeout(30)
-        .run();
+                .configure(http::routes);
+            let app = app
+                .into_factory()
+                .map_err(|e: actix_web::Error| e.error_response());
+            let service = actix_http::HttpService::build()
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .local_addr(addr)
+                .on_connect_ext(|io: &http::GatedStream, data: &mut Extensions| {
+                    data.insert(io.gate());
+                })
+                .h1(map_config(app, |_| AppConfig::default()));
+            fn_service(|io: actix_web::rt::net::TcpStream| {
+                let peer = io.peer_addr().ok();
+                std::future::ready(Ok((http::GatedStream::new(io), peer)))
+            })
+            .and_then(service)
+        };
+        let server = actix_server::Server::build()
+            .workers(workers)
+            .disable_signals()
+            .shutdown_timeout(30)
+            .listen("resumable", listener, factory)
+            .map_err(|e| StartupError::Bind(config.bind.clone(), e))?
+            .run();
         Ok(Application {
             addr,
             server,

@@ -1,6 +1,7 @@
 //! The HTTP layer: parses requests, calls the engine, writes responses. No SQL, no file I/O.
 
 mod access;
+mod conn;
 mod headers;
 mod multipart;
 mod native;
@@ -12,6 +13,8 @@ mod tutorial;
 mod watch;
 
 pub use access::Tokens;
+pub(crate) use conn::body as gated_body;
+pub use conn::GatedStream;
 pub use origin::is_allowed as origin_allowed;
 pub use tus::middleware as protocol_middleware;
 pub use watch::WatcherSlots;

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use actix_multipart::{Field, Multipart};
 use actix_web::http::header::HeaderMap;
-use actix_web::web;
 use futures_util::StreamExt;
 
 use super::native::is_media_type;
@@ -17,11 +16,14 @@ const TEXT_FIELD_LIMIT: usize = 1024;
 
 /// Creates an upload from the form's `file` part. Text fields may come before or after it.
 /// If anything fails once the upload exists, it is discarded: no row, no bytes left behind.
-pub async fn create(
+pub async fn create<S>(
     headers: HeaderMap,
-    payload: web::Payload,
+    payload: S,
     engine: Arc<Engine>,
-) -> Result<Status, ApiError> {
+) -> Result<Status, ApiError>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, actix_web::error::PayloadError>> + 'static,
+{
     let mut form = Multipart::new(&headers, payload);
     let mut fields = TextFields::default();
     let mut created: Option<Streamed> = None;

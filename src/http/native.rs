@@ -87,7 +87,8 @@ pub async fn create(
         "multipart/form-data" => {
             let engine = engine.into_inner();
             let headers = req.headers().clone();
-            let status = detached(multipart::create(headers, payload, engine)).await?;
+            let body = super::gated_body(&req, payload);
+            let status = detached(multipart::create(headers, body, engine)).await?;
             Ok(created_response(&ctx, &status))
         }
         _ => Err(ApiError::UnsupportedMediaType(
@@ -224,6 +225,8 @@ pub async fn append(
     payload: web::Payload,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
+    // Gated first, before anything awaits: see conn.rs.
+    let payload = super::gated_body(&req, payload);
     let id = parse_id(&path)?;
     let protocol = tus::protocol_of(req.headers());
     let mut request = parse_append(&req)?;

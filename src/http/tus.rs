@@ -145,6 +145,7 @@ pub async fn create(
     ctx: web::Data<Ctx>,
     protocol: Protocol,
 ) -> Result<HttpResponse, ApiError> {
+    let payload = super::gated_body(&req, payload);
     let headers = req.headers();
     let complete = upload_complete(headers)?;
     let content_length = optional_count(headers, "Content-Length", "invalid_content_length")?;

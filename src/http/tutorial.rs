@@ -47,6 +47,7 @@ async fn upload(
     engine: web::Data<Engine>,
     ctx: web::Data<super::Ctx>,
 ) -> Result<HttpResponse, ApiError> {
+    let payload = super::gated_body(&req, payload);
     let id = file_id(&req)?;
     let start = req
         .headers()
