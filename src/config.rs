@@ -43,6 +43,15 @@ pub struct Config {
     #[arg(long, env = "RESUMABLE_MAX_APPENDS", default_value_t = 256)]
     pub max_appends: usize,
 
+    /// Most appends streaming at once from one client address; more are answered 429.
+    #[arg(long, env = "RESUMABLE_MAX_APPENDS_PER_CLIENT", default_value_t = 32)]
+    pub max_appends_per_client: usize,
+
+    /// The slowest body accepted, as BYTES/WINDOW (e.g. 1K/30s): an append that sends less in
+    /// a whole window ends with 408, keeping what it stored. `0` turns the check off.
+    #[arg(long, env = "RESUMABLE_MIN_BODY_RATE", default_value = "1K/30s", value_parser = parse_min_rate)]
+    pub min_body_rate: MinBodyRate,
+
     /// Largest request head (all header names and values), in bytes; larger is 431.
     #[arg(long, env = "RESUMABLE_MAX_HEADER_SIZE", default_value = "32K", value_parser = parse_size)]
     pub max_header_size: u64,
@@ -165,6 +174,22 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// Parses durations such as `90s`, `30m`, `24h`, `1h 30m`; zero is refused.
+/// `--min-body-rate`: bytes per window, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinBodyRate(pub Option<(u64, Duration)>);
+
+pub fn parse_min_rate(text: &str) -> Result<MinBodyRate, String> {
+    if text.trim() == "0" {
+        return Ok(MinBodyRate(None));
+    }
+    let (bytes, window) = text
+        .split_once('/')
+        .ok_or_else(|| format!("`{text}` is not BYTES/WINDOW, such as 1K/30s (or 0 for off)"))?;
+    let bytes = parse_size(bytes)?;
+    let window = parse_duration(window)?;
+    Ok(MinBodyRate((bytes > 0).then_some((bytes, window))))
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text.trim())
         .map_err(|e| format!("`{text}` is not a duration such as 90s, 30m or 24h: {e}"))?;

@@ -112,7 +112,10 @@ fn upload_code(error: &UploadError) -> &'static str {
         UploadError::IdleTimeout { .. } => "idle_timeout",
         UploadError::Storage(e) if e.is_out_of_space() => "insufficient_storage",
         UploadError::DiskFull { .. } => "insufficient_storage",
-        UploadError::TooManyAppends => "too_many_appends",
+        UploadError::TooManyAppends | UploadError::TooManyClientAppends { .. } => {
+            "too_many_appends"
+        }
+        UploadError::TooSlow { .. } => "body_too_slow",
         UploadError::Storage(_) => "storage_error",
         UploadError::Db(_) => "database_error",
         UploadError::Internal(_) => "internal_error",
@@ -143,6 +146,8 @@ fn upload_status(error: &UploadError) -> StatusCode {
         UploadError::Storage(e) if e.is_out_of_space() => StatusCode::INSUFFICIENT_STORAGE,
         UploadError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
         UploadError::TooManyAppends => StatusCode::SERVICE_UNAVAILABLE,
+        UploadError::TooManyClientAppends { .. } => StatusCode::TOO_MANY_REQUESTS,
+        UploadError::TooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
         UploadError::Storage(_) | UploadError::Db(_) | UploadError::Internal(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
@@ -197,7 +202,10 @@ impl ResponseError for ApiError {
         if let ApiError::Upload(UploadError::Sha256Mismatch { status, .. }) = self {
             body["status"] = json!(status);
         }
-        if let ApiError::Upload(UploadError::TooManyAppends) = self {
+        if let ApiError::Upload(
+            UploadError::TooManyAppends | UploadError::TooManyClientAppends { .. },
+        ) = self
+        {
             response.insert_header((header::RETRY_AFTER, "1"));
         }
         if let ApiError::UnsupportedTusVersion(version) = self {

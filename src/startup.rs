@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::db::{Db, DbError};
 use crate::http::{self, Ctx};
 use crate::storage::{Storage, StorageError};
-use crate::upload::{Engine, Settings, UploadError};
+use crate::upload::{Engine, MinRate, Settings, UploadError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -51,6 +51,11 @@ impl Application {
             idle_timeout: config.idle_timeout,
             min_free_space: config.min_free_space,
             max_appends: config.max_appends,
+            max_appends_per_client: config.max_appends_per_client,
+            min_body_rate: config
+                .min_body_rate
+                .0
+                .map(|(bytes, window)| MinRate { bytes, window }),
         };
         let engine = Arc::new(Engine::new(db, storage, settings));
         let repaired = engine.reconcile().await?;

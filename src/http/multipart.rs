@@ -20,6 +20,7 @@ pub async fn create<S>(
     headers: HeaderMap,
     payload: S,
     engine: Arc<Engine>,
+    client: Option<std::net::IpAddr>,
 ) -> Result<Status, ApiError>
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, actix_web::error::PayloadError>> + 'static,
@@ -39,7 +40,7 @@ where
                     ))
                 }
                 "file" => {
-                    let streamed = receive_file(&engine, field, &fields).await?;
+                    let streamed = receive_file(&engine, field, &fields, client).await?;
                     created_id = Some(streamed.id());
                     created = Some(streamed);
                 }
@@ -90,6 +91,7 @@ async fn receive_file(
     engine: &Engine,
     field: Field,
     fields: &TextFields,
+    client: Option<std::net::IpAddr>,
 ) -> Result<Streamed, ApiError> {
     let part_name = field
         .content_disposition()
@@ -110,7 +112,7 @@ async fn receive_file(
         content_type,
         ..NewUpload::default()
     };
-    Ok(engine.create_streamed(new, field).await?)
+    Ok(engine.create_streamed(new, field, client).await?)
 }
 
 async fn read_text(mut field: Field) -> Result<String, ApiError> {

@@ -88,7 +88,8 @@ pub async fn create(
             let engine = engine.into_inner();
             let headers = req.headers().clone();
             let body = super::gated_body(&req, payload);
-            let status = detached(multipart::create(headers, body, engine)).await?;
+            let client = req.peer_addr().map(|addr| addr.ip());
+            let status = detached(multipart::create(headers, body, engine, client)).await?;
             Ok(created_response(&ctx, &status))
         }
         _ => Err(ApiError::UnsupportedMediaType(
@@ -261,6 +262,7 @@ pub fn parse_append(req: &HttpRequest) -> Result<AppendRequest, ApiError> {
         content_length: optional_count(headers, "Content-Length", "invalid_content_length")?,
         checksum: chunk_checksum(headers)?,
         complete: false,
+        client: req.peer_addr().map(|addr| addr.ip()),
     })
 }
 

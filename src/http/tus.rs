@@ -196,6 +196,7 @@ pub async fn create(
             content_length,
             checksum,
             complete: complete == Some(true),
+            client: req.peer_addr().map(|addr| addr.ip()),
         };
         let engine = engine.into_inner();
         status = detached(async move { Ok(engine.append(id, request, payload).await?) })

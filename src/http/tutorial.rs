@@ -78,6 +78,7 @@ async fn upload(
         content_length,
         checksum: None,
         complete: false,
+        client: req.peer_addr().map(|addr| addr.ip()),
     };
     let engine = engine.into_inner();
     let appended =

@@ -1,28 +1,33 @@
-//! The byte path of an append: socket → batch → file and hasher, in one pass.
+//! The byte path of an append: socket → batch → hasher → file, in one pass.
 //!
-//! The async side reads body chunks and gathers them (without copying) into batches. Two
-//! blocking threads follow: one feeds each batch to the SHA-256 hasher, the next writes the
-//! same buffers to the file, so receiving, hashing and writing overlap (measured here: with
-//! hashing and writing on one thread, that thread was the bottleneck while a core idled).
-//! The bounded channels are the backpressure: at most five batches per append are in memory.
+//! The async side reads body chunks and gathers them (without copying) into batches. Each
+//! batch is hashed (SHA-256 and the chunk's own checksum) in one blocking job and then written
+//! in another, while the next batch is read and hashed: receiving, hashing and writing overlap
+//! (with hashing and writing on one thread, that thread was the bottleneck while a core
+//! idled). Jobs run on tokio's blocking threads, at most `Jobs`' count at once for all appends
+//! together, and only while bytes flow: a body that trickles or stalls holds no thread.
+//! At most five batches per append are in memory (gathering, waiting, hashing, hashed, writing).
 //!
 //! While bytes flow, the writer makes them durable now and then and reports a checkpoint
 //! (position and hasher state); the engine commits it so progress messages only ever show
 //! durable bytes, and a crash mid-append loses at most the bytes since the last checkpoint.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use sha2::Sha256;
-use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::checksum::{save_state, ChunkHasher};
 use super::error::UploadError;
 use crate::storage::{FileWriter, StorageError};
 
-/// Buffers gathered before a hand-off to the writer; 256 KiB–2 MiB measured alike here.
+/// Buffers gathered before a hand-off to the hasher; 256 KiB–2 MiB measured alike here.
 const BATCH_BYTES: usize = 256 * 1024;
 /// How often the writer makes bytes durable and reports them while a body streams.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
@@ -40,6 +45,8 @@ pub enum End {
     Cancelled,
     /// The client sent nothing for the idle timeout.
     Idle,
+    /// The client sent more slowly than the minimum body rate for a whole window.
+    TooSlow,
 }
 
 /// Durable bytes the writer reports mid-stream.
@@ -58,6 +65,36 @@ pub struct Pumped {
     pub failure: Option<StorageError>,
 }
 
+/// The hash and write jobs of every append share these places: a fixed number of blocking
+/// threads, however many appends stream.
+#[derive(Clone)]
+pub struct Jobs(Arc<Semaphore>);
+
+impl Jobs {
+    pub fn new(count: usize) -> Jobs {
+        Jobs(Arc::new(Semaphore::new(count.max(2))))
+    }
+
+    /// Runs `work` on a blocking thread once a place is free.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> JoinHandle<T> {
+        let permit = self.0.clone().acquire_owned().await;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+    }
+}
+
+/// The least a body must send: `bytes` in every `window`, or it ends with what it stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinRate {
+    pub bytes: u64,
+    pub window: Duration,
+}
+
 pub struct Pump {
     pub file: FileWriter,
     pub hasher: Sha256,
@@ -68,6 +105,8 @@ pub struct Pump {
     pub checkpoints: bool,
     /// How long the body may send nothing before the append ends with what it stored.
     pub idle_timeout: Duration,
+    pub min_rate: Option<MinRate>,
+    pub jobs: Jobs,
 }
 
 impl Pump {
@@ -84,31 +123,40 @@ impl Pump {
         F: FnMut(Checkpoint) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
-        let (to_hasher, hasher_rx) = mpsc::channel::<Vec<Bytes>>(1);
-        let (to_writer, writer_rx) = mpsc::channel::<Hashed>(1);
-        let (checkpoint_tx, mut checkpoint_rx) = mpsc::unbounded_channel();
-        let hasher = HashStage {
-            hasher: self.hasher,
-            chunk: self.chunk,
-            checkpoints: self.checkpoints,
-        };
-        let hasher = tokio::task::spawn_blocking(move || hasher.run(hasher_rx, to_writer));
-        let file = self.file;
-        let writer =
-            tokio::task::spawn_blocking(move || write_stage(file, writer_rx, checkpoint_tx));
-
+        let mut line = Pipeline::new(self.file, self.hasher, self.chunk, self.checkpoints);
+        let jobs = self.jobs;
         let mut room = self.room;
         let mut batch = Vec::new();
         let mut batch_len = 0;
         let idle = tokio::time::sleep(self.idle_timeout);
         tokio::pin!(idle);
+        let window = self.min_rate.map_or(Duration::MAX, |rate| rate.window);
+        let rate_check = tokio::time::sleep(window.min(Duration::from_secs(365 * 86_400)));
+        tokio::pin!(rate_check);
+        let mut window_bytes = 0u64;
         let end = loop {
+            line.start_jobs(&jobs).await;
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break End::Cancelled,
-                Some(checkpoint) = checkpoint_rx.recv() => on_checkpoint(checkpoint).await,
+                done = line.next_done(), if line.busy() => {
+                    if let Some(checkpoint) = line.finished(done?) {
+                        on_checkpoint(checkpoint).await;
+                    }
+                    if line.failed() {
+                        // The writer stopped on an error; it is reported below.
+                        break End::Finished;
+                    }
+                }
                 () = &mut idle => break End::Idle,
-                item = body.next() => {
+                () = &mut rate_check, if self.min_rate.is_some() => {
+                    if self.min_rate.is_some_and(|rate| window_bytes < rate.bytes) {
+                        break End::TooSlow;
+                    }
+                    window_bytes = 0;
+                    rate_check.as_mut().reset(tokio::time::Instant::now() + window);
+                }
+                item = body.next(), if line.ready.is_none() => {
                     idle.as_mut().reset(tokio::time::Instant::now() + self.idle_timeout);
                     let mut data = match item {
                         None => break End::Finished,
@@ -120,14 +168,12 @@ impl Pump {
                         data.truncate(room as usize);
                     }
                     room -= data.len() as u64;
+                    window_bytes += data.len() as u64;
                     batch_len += data.len();
                     batch.push(data);
                     if batch_len >= BATCH_BYTES {
                         batch_len = 0;
-                        if to_hasher.send(std::mem::take(&mut batch)).await.is_err() {
-                            // The writer stopped on an error; it reports it below.
-                            break End::Finished;
-                        }
+                        line.ready = Some(std::mem::take(&mut batch));
                     }
                     if overshoot {
                         break End::Overshoot;
@@ -135,15 +181,8 @@ impl Pump {
                 }
             }
         };
-        if !batch.is_empty() {
-            // An error here means the writer already failed, which it reports.
-            let _ = to_hasher.send(batch).await;
-        }
-        drop(to_hasher);
-        let joined =
-            |e: tokio::task::JoinError| UploadError::Internal(format!("append thread failed: {e}"));
-        let (hasher, chunk) = hasher.await.map_err(joined)?;
-        let (file, failure) = writer.await.map_err(joined)?;
+        line.drain(batch, &jobs).await?;
+        let (file, hasher, chunk, failure) = line.close(&jobs).await?;
         Ok(Pumped {
             end,
             file,
@@ -154,6 +193,20 @@ impl Pump {
     }
 }
 
+/// The hashers with what they have seen, between jobs.
+struct HashSide {
+    hasher: Sha256,
+    chunk: Option<ChunkHasher>,
+    checkpoints: bool,
+    last_checkpoint: Instant,
+}
+
+/// The file, between jobs; after a failure nothing more is written.
+struct WriteSide {
+    file: FileWriter,
+    failure: Option<StorageError>,
+}
+
 /// A hashed batch on its way to the disk, with the hasher's state after it when a
 /// checkpoint is due.
 struct Hashed {
@@ -161,70 +214,199 @@ struct Hashed {
     state_after: Option<Vec<u8>>,
 }
 
-/// The first stage: hashes every batch (and the chunk's own checksum), then passes it on.
-/// It runs beside the writer, so hashing one batch overlaps with writing the previous one.
-struct HashStage {
-    hasher: Sha256,
-    chunk: Option<ChunkHasher>,
-    checkpoints: bool,
+enum Done {
+    Hashed(HashSide, Hashed),
+    Written(WriteSide, Option<Checkpoint>),
 }
 
-impl HashStage {
-    fn run(
-        mut self,
-        mut batches: mpsc::Receiver<Vec<Bytes>>,
-        writer: mpsc::Sender<Hashed>,
-    ) -> (Sha256, Option<ChunkHasher>) {
-        use sha2::Digest;
-        let mut last_checkpoint = Instant::now();
-        while let Some(data) = batches.blocking_recv() {
-            for buf in &data {
-                self.hasher.update(buf);
-                if let Some(chunk) = self.chunk.as_mut() {
-                    chunk.update(buf);
+/// Each side is either idle (held here) or lent to its running job.
+struct Pipeline {
+    hash: Option<HashSide>,
+    hash_job: Option<JoinHandle<(HashSide, Hashed)>>,
+    write: Option<WriteSide>,
+    write_job: Option<JoinHandle<(WriteSide, Option<Checkpoint>)>>,
+    /// A full batch waiting for the hasher; while it waits, the body is not read.
+    ready: Option<Vec<Bytes>>,
+    /// A hashed batch waiting for the writer.
+    hashed: Option<Hashed>,
+}
+
+impl Pipeline {
+    fn new(
+        file: FileWriter,
+        hasher: Sha256,
+        chunk: Option<ChunkHasher>,
+        checkpoints: bool,
+    ) -> Self {
+        Pipeline {
+            hash: Some(HashSide {
+                hasher,
+                chunk,
+                checkpoints,
+                last_checkpoint: Instant::now(),
+            }),
+            hash_job: None,
+            write: Some(WriteSide {
+                file,
+                failure: None,
+            }),
+            write_job: None,
+            ready: None,
+            hashed: None,
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.hash_job.is_some() || self.write_job.is_some()
+    }
+
+    fn failed(&self) -> bool {
+        self.write.as_ref().is_some_and(|w| w.failure.is_some())
+    }
+
+    /// Hands the waiting batches to idle sides.
+    async fn start_jobs(&mut self, jobs: &Jobs) {
+        if self.hashed.is_some() && self.write.is_some() {
+            let (mut side, hashed) = (self.write.take(), self.hashed.take());
+            if let (Some(side), Some(hashed)) = (side.take(), hashed) {
+                if side.failure.is_some() {
+                    self.write = Some(side);
+                } else {
+                    self.write_job = Some(jobs.run(move || write_batch(side, hashed)).await);
                 }
             }
-            let due = self.checkpoints && last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
-            if due {
-                last_checkpoint = Instant::now();
-            }
-            let state_after = due.then(|| save_state(&self.hasher));
-            if writer.blocking_send(Hashed { data, state_after }).is_err() {
-                break;
+        }
+        if self.ready.is_some() && self.hashed.is_none() && self.hash.is_some() {
+            if let (Some(side), Some(data)) = (self.hash.take(), self.ready.take()) {
+                self.hash_job = Some(jobs.run(move || hash_batch(side, data)).await);
             }
         }
-        (self.hasher, self.chunk)
+    }
+
+    /// Waits for a running job to finish. Dropping this future loses nothing.
+    async fn next_done(&mut self) -> Result<Done, UploadError> {
+        let joined =
+            |e: tokio::task::JoinError| UploadError::Internal(format!("append job failed: {e}"));
+        std::future::poll_fn(|cx| {
+            use std::task::Poll;
+            if let Some(job) = self.hash_job.as_mut() {
+                if let Poll::Ready(out) = std::pin::Pin::new(job).poll(cx) {
+                    self.hash_job = None;
+                    return Poll::Ready(out.map(|(side, h)| Done::Hashed(side, h)).map_err(joined));
+                }
+            }
+            if let Some(job) = self.write_job.as_mut() {
+                if let Poll::Ready(out) = std::pin::Pin::new(job).poll(cx) {
+                    self.write_job = None;
+                    return Poll::Ready(
+                        out.map(|(side, c)| Done::Written(side, c)).map_err(joined),
+                    );
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Takes a finished job's side back; returns the checkpoint a write made durable.
+    fn finished(&mut self, done: Done) -> Option<Checkpoint> {
+        match done {
+            Done::Hashed(side, hashed) => {
+                self.hash = Some(side);
+                self.hashed = Some(hashed);
+                None
+            }
+            Done::Written(side, checkpoint) => {
+                self.write = Some(side);
+                checkpoint
+            }
+        }
+    }
+
+    /// Runs what is left through both sides once the body has stopped.
+    async fn drain(&mut self, last: Vec<Bytes>, jobs: &Jobs) -> Result<(), UploadError> {
+        let mut last = (!last.is_empty()).then_some(last);
+        loop {
+            if self.ready.is_none() {
+                self.ready = last.take();
+            }
+            self.start_jobs(jobs).await;
+            if !self.busy() {
+                return Ok(());
+            }
+            // Checkpoints are not reported now: the final commit follows at once.
+            let done = self.next_done().await?;
+            self.finished(done);
+        }
+    }
+
+    /// Makes everything written durable and hands back the file and hashers.
+    #[allow(clippy::type_complexity)]
+    async fn close(
+        self,
+        jobs: &Jobs,
+    ) -> Result<
+        (
+            FileWriter,
+            Sha256,
+            Option<ChunkHasher>,
+            Option<StorageError>,
+        ),
+        UploadError,
+    > {
+        let (Some(hash), Some(write)) = (self.hash, self.write) else {
+            return Err(UploadError::Internal(
+                "append pipeline closed while busy".into(),
+            ));
+        };
+        let WriteSide { mut file, failure } = write;
+        let (file, failure) = jobs
+            .run(move || {
+                let failure = failure.or_else(|| file.sync().err());
+                (file, failure)
+            })
+            .await
+            .await
+            .map_err(|e| UploadError::Internal(format!("append job failed: {e}")))?;
+        Ok((file, hash.hasher, hash.chunk, failure))
     }
 }
 
-/// The second stage: writes each batch; where the hasher attached its state, makes the bytes
-/// durable and reports the checkpoint.
-fn write_stage(
-    mut file: FileWriter,
-    mut batches: mpsc::Receiver<Hashed>,
-    checkpoints: mpsc::UnboundedSender<Checkpoint>,
-) -> (FileWriter, Option<StorageError>) {
-    let mut result = Ok(());
-    while let Some(hashed) = batches.blocking_recv() {
-        result = hashed.data.iter().try_for_each(|buf| file.write(buf));
-        if result.is_err() {
-            break;
+/// The hashing job: SHA-256 and the chunk's own checksum over one batch.
+fn hash_batch(mut side: HashSide, data: Vec<Bytes>) -> (HashSide, Hashed) {
+    use sha2::Digest;
+    for buf in &data {
+        side.hasher.update(buf);
+        if let Some(chunk) = side.chunk.as_mut() {
+            chunk.update(buf);
         }
-        if let Some(hash_state) = hashed.state_after {
-            result = file.sync();
-            if result.is_err() {
-                break;
-            }
-            let _ = checkpoints.send(Checkpoint {
-                received: file.position(),
+    }
+    let due = side.checkpoints && side.last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
+    if due {
+        side.last_checkpoint = Instant::now();
+    }
+    let state_after = due.then(|| save_state(&side.hasher));
+    (side, Hashed { data, state_after })
+}
+
+/// The writing job: one batch to the file; where the hasher attached its state, the bytes are
+/// made durable and reported as a checkpoint.
+fn write_batch(mut side: WriteSide, hashed: Hashed) -> (WriteSide, Option<Checkpoint>) {
+    let written = hashed.data.iter().try_for_each(|buf| side.file.write(buf));
+    let synced = written.and_then(|()| match hashed.state_after {
+        Some(hash_state) => side.file.sync().map(|()| {
+            Some(Checkpoint {
+                received: side.file.position(),
                 hash_state,
-            });
+            })
+        }),
+        None => Ok(None),
+    });
+    match synced {
+        Ok(checkpoint) => (side, checkpoint),
+        Err(e) => {
+            side.failure = Some(e);
+            (side, None)
         }
     }
-    // Closing the receiver tells the hasher (and through it the reader) to stop on failure.
-    drop(batches);
-    if result.is_ok() {
-        result = file.sync();
-    }
-    (file, result.err())
 }

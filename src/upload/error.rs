@@ -51,6 +51,10 @@ pub enum UploadError {
     DiskFull { free: u64, min: u64 },
     #[error("too many uploads are streaming now; retry shortly")]
     TooManyAppends,
+    #[error("this client already streams {limit} appends at once; retry when one ends")]
+    TooManyClientAppends { limit: usize },
+    #[error("the body arrived more slowly than the server accepts; what arrived is kept")]
+    TooSlow { received: u64 },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -73,7 +77,8 @@ impl UploadError {
             | UploadError::NotComplete { received }
             | UploadError::Superseded { received }
             | UploadError::ShuttingDown { received }
-            | UploadError::IdleTimeout { received } => Some(*received),
+            | UploadError::IdleTimeout { received }
+            | UploadError::TooSlow { received } => Some(*received),
             UploadError::Sha256Mismatch { status, .. } => Some(status.received),
             _ => None,
         }

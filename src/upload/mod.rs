@@ -14,7 +14,7 @@ use futures_util::Stream;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-pub use append::CHECKPOINT_EVERY;
+pub use append::{MinRate, CHECKPOINT_EVERY};
 pub use checksum::{Algorithm, ChunkChecksum};
 pub use error::UploadError;
 pub use model::{State, Status, UploadId};
@@ -24,7 +24,7 @@ use crate::db::{Db, UploadRow};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
-use append::{End, Pump, Pumped};
+use append::{End, Jobs, Pump, Pumped};
 use locks::{Guard, Locks, Purpose, Stop};
 use model::{now_millis, to_hex, validate_name};
 
@@ -38,6 +38,10 @@ pub struct Settings {
     pub min_free_space: Option<u64>,
     /// Most appends streaming at once.
     pub max_appends: usize,
+    /// Most appends streaming at once from one client address.
+    pub max_appends_per_client: usize,
+    /// The slowest body an append accepts.
+    pub min_body_rate: Option<MinRate>,
 }
 
 /// A new upload as a client describes it.
@@ -62,6 +66,8 @@ pub struct AppendRequest {
     /// This body is the upload's last piece: when it ends normally, the upload's size is what
     /// it then holds. A body cut short never finishes anything.
     pub complete: bool,
+    /// Who sends it, for the per-client cap on appends.
+    pub client: Option<std::net::IpAddr>,
 }
 
 pub struct Engine {
@@ -72,6 +78,10 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     /// Bounds the appends streaming at once, so a flood cannot exhaust threads or memory.
     appends: Arc<tokio::sync::Semaphore>,
+    /// Appends streaming now, per client address.
+    clients: Arc<ClientSlots>,
+    /// The blocking threads that hash and write, shared by every append.
+    jobs: Jobs,
     settings: Settings,
 }
 
@@ -86,6 +96,8 @@ impl Engine {
             locks: Arc::default(),
             metrics: Arc::default(),
             appends: Arc::new(tokio::sync::Semaphore::new(settings.max_appends.max(1))),
+            clients: Arc::default(),
+            jobs: Jobs::new(4 * std::thread::available_parallelism().map_or(2, |n| n.get())),
             settings,
         }
     }
@@ -116,12 +128,28 @@ impl Engine {
         Ok(())
     }
 
-    /// A place among the appends streaming now, or 503 when all are taken.
-    fn append_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
-        self.appends
+    /// A place among the appends streaming now: 503 when all are taken, 429 when this
+    /// client already streams its share.
+    fn append_slot(&self, client: Option<std::net::IpAddr>) -> Result<AppendSlot> {
+        let permit = self
+            .appends
             .clone()
             .try_acquire_owned()
-            .map_err(|_| UploadError::TooManyAppends)
+            .map_err(|_| UploadError::TooManyAppends)?;
+        let client = match client {
+            Some(addr) => Some(
+                self.clients
+                    .take(addr, self.settings.max_appends_per_client)
+                    .ok_or(UploadError::TooManyClientAppends {
+                        limit: self.settings.max_appends_per_client,
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(AppendSlot {
+            _permit: permit,
+            _client: client,
+        })
     }
 
     /// Counts an upload that just reached its final state.
@@ -267,7 +295,7 @@ impl Engine {
         // After the lock: a request taking over a stalled one reuses the place it frees, so
         // even at the cap a resuming client is never refused. Declared after `guard`, it is
         // also released before the lock.
-        let _slot = self.append_slot()?;
+        let _slot = self.append_slot(request.client)?;
         let _in_flight = self.metrics.append_in_flight();
         let mut row = self.load_live(id, Some(&guard)).await?;
         if let Some(stop) = guard.stop_reason() {
@@ -326,6 +354,7 @@ impl Engine {
                 received,
             )),
             End::Idle => Err(UploadError::IdleTimeout { received }),
+            End::TooSlow => Err(UploadError::TooSlow { received }),
             End::Finished if last_piece && row.size != Some(received) => Err(length_mismatch()),
             _ => Ok(status),
         }
@@ -415,6 +444,8 @@ impl Engine {
             room,
             checkpoints: checksum.is_none(),
             idle_timeout: self.settings.idle_timeout,
+            min_rate: self.settings.min_body_rate,
+            jobs: self.jobs.clone(),
         };
         let mut last_commit = std::time::Instant::now();
         let shared_row = std::cell::RefCell::new(row);
@@ -524,7 +555,7 @@ impl Engine {
                 guard.stop_reason().unwrap_or(Stop::ShuttingDown),
                 start,
             )),
-            End::Disconnected | End::Idle => {
+            End::Disconnected | End::Idle | End::TooSlow => {
                 Err(UploadError::ChecksumIncomplete { received: start })
             }
             _ if pumped.failure.is_none() && !matched => {
@@ -645,11 +676,16 @@ impl Engine {
     /// Creates an upload from a stream of unknown length (a multipart file part). The upload
     /// stays locked, `uploading` with its size deferred, until `finish_streamed` settles it
     /// (the form's later fields may still name it or give its digest).
-    pub async fn create_streamed<S, E>(&self, new: NewUpload, body: S) -> Result<Streamed>
+    pub async fn create_streamed<S, E>(
+        &self,
+        new: NewUpload,
+        body: S,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Streamed>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     {
-        let _slot = self.append_slot()?;
+        let _slot = self.append_slot(client)?;
         let status = self.create(NewUpload { size: None, ..new }).await?;
         let id: UploadId = status
             .id
@@ -669,7 +705,9 @@ impl Engine {
                     limit: self.size_limit(),
                     received: None,
                 }),
-                End::Disconnected | End::Cancelled | End::Idle => Err(UploadError::BodyIncomplete),
+                End::Disconnected | End::Cancelled | End::Idle | End::TooSlow => {
+                    Err(UploadError::BodyIncomplete)
+                }
             }
         }
         .await;
@@ -808,6 +846,48 @@ impl Engine {
 
 fn is_expired(row: &UploadRow) -> bool {
     row.state == State::Uploading.as_str() && row.expires_at.is_some_and(|at| at <= now_millis())
+}
+
+/// A place among the appends streaming now; freed on drop.
+struct AppendSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _client: Option<ClientSlot>,
+}
+
+/// Appends streaming now, per client address.
+#[derive(Default)]
+struct ClientSlots(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+struct ClientSlot {
+    slots: Arc<ClientSlots>,
+    addr: std::net::IpAddr,
+}
+
+impl ClientSlots {
+    fn take(self: &Arc<Self>, addr: std::net::IpAddr, limit: usize) -> Option<ClientSlot> {
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(addr).or_default();
+        if *count >= limit.max(1) {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            slots: self.clone(),
+            addr,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.addr) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.addr);
+            }
+        }
+    }
 }
 
 /// A multipart upload whose bytes are in, still locked until `Engine::finish_streamed`.

@@ -10,5 +10,6 @@ mod integrity;
 mod limits;
 mod metrics;
 mod resilience;
+mod slow_bodies;
 mod support;
 mod watch;
