@@ -34,7 +34,10 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_resumable"))
+        // RESUMABLE_BENCH_BIN runs another build (an older commit's) under the same harness.
+        let binary = std::env::var_os("RESUMABLE_BENCH_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_resumable").into());
+        let mut child = Command::new(binary)
             .args(["--bind", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("RUST_LOG", "warn")

@@ -6,7 +6,9 @@
 //! (with hashing and writing on one thread, that thread was the bottleneck while a core
 //! idled). Jobs run on tokio's blocking threads, at most `Jobs`' count at once for all appends
 //! together, and only while bytes flow: a body that trickles or stalls holds no thread.
-//! At most five batches per append are in memory (gathering, waiting, hashing, hashed, writing).
+//! At most five batches per append are in memory: one gathering and four in the pipeline. A
+//! job takes every batch waiting for it, so when the disk or the hasher falls behind, fewer,
+//! larger jobs carry the same bytes.
 //!
 //! While bytes flow, the writer makes them durable now and then and reports a checkpoint
 //! (position and hasher state); the engine commits it so progress messages only ever show
@@ -29,6 +31,8 @@ use crate::storage::{FileWriter, StorageError};
 
 /// Buffers gathered before a hand-off to the hasher; 256 KiB–2 MiB measured alike here.
 const BATCH_BYTES: usize = 256 * 1024;
+/// Batches in the pipeline (waiting, hashing, hashed, writing) before the body is read again.
+const QUEUED_BATCHES: usize = 4;
 /// How often the writer makes bytes durable and reports them while a body streams.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
@@ -156,7 +160,7 @@ impl Pump {
                     window_bytes = 0;
                     rate_check.as_mut().reset(tokio::time::Instant::now() + window);
                 }
-                item = body.next(), if line.ready.is_none() => {
+                item = body.next(), if line.queued < QUEUED_BATCHES => {
                     idle.as_mut().reset(tokio::time::Instant::now() + self.idle_timeout);
                     let mut data = match item {
                         None => break End::Finished,
@@ -173,7 +177,7 @@ impl Pump {
                     batch.push(data);
                     if batch_len >= BATCH_BYTES {
                         batch_len = 0;
-                        line.ready = Some(std::mem::take(&mut batch));
+                        line.push(std::mem::take(&mut batch));
                     }
                     if overshoot {
                         break End::Overshoot;
@@ -225,10 +229,17 @@ struct Pipeline {
     hash_job: Option<JoinHandle<(HashSide, Hashed)>>,
     write: Option<WriteSide>,
     write_job: Option<JoinHandle<(WriteSide, Option<Checkpoint>)>>,
-    /// A full batch waiting for the hasher; while it waits, the body is not read.
-    ready: Option<Vec<Bytes>>,
-    /// A hashed batch waiting for the writer.
+    /// Batches waiting for the hasher, as one run of buffers.
+    ready: Vec<Bytes>,
+    /// Hashed batches waiting for the writer.
     hashed: Option<Hashed>,
+    /// Batches anywhere in the pipeline; the body is read only while there is room.
+    queued: usize,
+    /// Batches waiting for the hasher, in the hash job and in the write job.
+    waiting: usize,
+    hashing: usize,
+    in_hashed: usize,
+    writing: usize,
 }
 
 impl Pipeline {
@@ -251,9 +262,20 @@ impl Pipeline {
                 failure: None,
             }),
             write_job: None,
-            ready: None,
+            ready: Vec::new(),
             hashed: None,
+            queued: 0,
+            waiting: 0,
+            hashing: 0,
+            in_hashed: 0,
+            writing: 0,
         }
+    }
+
+    fn push(&mut self, batch: Vec<Bytes>) {
+        self.ready.extend(batch);
+        self.waiting += 1;
+        self.queued += 1;
     }
 
     fn busy(&self) -> bool {
@@ -267,17 +289,21 @@ impl Pipeline {
     /// Hands the waiting batches to idle sides.
     async fn start_jobs(&mut self, jobs: &Jobs) {
         if self.hashed.is_some() && self.write.is_some() {
-            let (mut side, hashed) = (self.write.take(), self.hashed.take());
-            if let (Some(side), Some(hashed)) = (side.take(), hashed) {
+            if let (Some(side), Some(hashed)) = (self.write.take(), self.hashed.take()) {
+                self.writing = std::mem::take(&mut self.in_hashed);
                 if side.failure.is_some() {
+                    // Nothing more is written after a failure; the batches are dropped.
+                    self.queued -= std::mem::take(&mut self.writing);
                     self.write = Some(side);
                 } else {
                     self.write_job = Some(jobs.run(move || write_batch(side, hashed)).await);
                 }
             }
         }
-        if self.ready.is_some() && self.hashed.is_none() && self.hash.is_some() {
-            if let (Some(side), Some(data)) = (self.hash.take(), self.ready.take()) {
+        if !self.ready.is_empty() && self.hash.is_some() {
+            if let Some(side) = self.hash.take() {
+                let data = std::mem::take(&mut self.ready);
+                self.hashing = std::mem::take(&mut self.waiting);
                 self.hash_job = Some(jobs.run(move || hash_batch(side, data)).await);
             }
         }
@@ -313,11 +339,21 @@ impl Pipeline {
         match done {
             Done::Hashed(side, hashed) => {
                 self.hash = Some(side);
-                self.hashed = Some(hashed);
+                self.in_hashed += std::mem::take(&mut self.hashing);
+                self.hashed = Some(match self.hashed.take() {
+                    // Only the newest state describes all the bytes; an older one is dropped.
+                    Some(mut waiting) => {
+                        waiting.data.extend(hashed.data);
+                        waiting.state_after = hashed.state_after;
+                        waiting
+                    }
+                    None => hashed,
+                });
                 None
             }
             Done::Written(side, checkpoint) => {
                 self.write = Some(side);
+                self.queued -= std::mem::take(&mut self.writing);
                 checkpoint
             }
         }
@@ -325,11 +361,10 @@ impl Pipeline {
 
     /// Runs what is left through both sides once the body has stopped.
     async fn drain(&mut self, last: Vec<Bytes>, jobs: &Jobs) -> Result<(), UploadError> {
-        let mut last = (!last.is_empty()).then_some(last);
+        if !last.is_empty() {
+            self.push(last);
+        }
         loop {
-            if self.ready.is_none() {
-                self.ready = last.take();
-            }
             self.start_jobs(jobs).await;
             if !self.busy() {
                 return Ok(());
