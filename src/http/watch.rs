@@ -3,12 +3,14 @@
 //! Each watcher reads the latest status from a `watch` channel, so a slow one never builds a
 //! backlog; each sends at most one message per `MIN_GAP`, and always the final state.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message};
 use bytes::Bytes;
 use tokio::time::{interval_at, sleep, Instant};
@@ -26,6 +28,10 @@ const POLL_DEFAULT: u64 = 25;
 const POLL_MAX: u64 = 60;
 const WS_PING_EVERY: Duration = Duration::from_secs(20);
 const SSE_HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
+/// What a WebSocket client may send without completing a message. Watchers only ever send
+/// pings, pongs and a close; actix's frame parser would buffer a frame whatever length its
+/// header claims before checking it, so the bytes are counted here instead.
+const WS_CLIENT_PENDING_MAX: usize = 16 * 1024;
 
 /// Caps on open watchers, in total and per upload, so watchers cannot starve uploads.
 pub struct WatcherSlots {
@@ -166,10 +172,45 @@ pub async fn websocket(
 ) -> Result<HttpResponse, ApiError> {
     check_origin(&req, &ctx)?;
     let (watcher, slot) = start_watching(&path, &engine, &ctx, Channel::WebSocket).await?;
+    let pending = Rc::new(Cell::new(0));
+    let capped: actix_http::BoxedPayloadStream = Box::pin(CappedBody {
+        body: body.into_inner(),
+        pending: pending.clone(),
+    });
+    let capped: actix_web::dev::Payload = capped.into();
+    let body = web::Payload::from_request(&req, &mut { capped })
+        .await
+        .map_err(|e| ApiError::bad_request("invalid_websocket", e.to_string()))?;
     let (response, session, messages) = actix_ws::handle(&req, body)
         .map_err(|e| ApiError::bad_request("invalid_websocket", e.to_string()))?;
-    actix_web::rt::spawn(websocket_loop(session, messages, watcher, slot));
+    actix_web::rt::spawn(websocket_loop(session, messages, watcher, slot, pending));
     Ok(response)
+}
+
+/// A WebSocket client's bytes, counted since its last whole message; past
+/// `WS_CLIENT_PENDING_MAX` the stream fails, and the socket is closed with 1009.
+struct CappedBody {
+    body: actix_web::dev::Payload,
+    pending: Rc<Cell<usize>>,
+}
+
+impl futures_util::Stream for CappedBody {
+    type Item = Result<Bytes, actix_web::error::PayloadError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let next = std::pin::Pin::new(&mut self.body).poll_next(cx);
+        if let std::task::Poll::Ready(Some(Ok(bytes))) = &next {
+            let pending = self.pending.get() + bytes.len();
+            self.pending.set(pending);
+            if pending > WS_CLIENT_PENDING_MAX {
+                return std::task::Poll::Ready(Some(Err(actix_web::error::PayloadError::Overflow)));
+            }
+        }
+        next
+    }
 }
 
 /// A WebSocket is not covered by the browser's same-origin rules, so a page on a foreign
@@ -196,6 +237,7 @@ async fn websocket_loop(
     mut messages: actix_ws::MessageStream,
     mut watcher: Watcher,
     _slot: Slot,
+    pending: Rc<Cell<usize>>,
 ) {
     let mut ping = interval_at(Instant::now() + WS_PING_EVERY, WS_PING_EVERY);
     let mut last_sent = Instant::now();
@@ -224,15 +266,25 @@ async fn websocket_loop(
             }
             message = messages.recv() => match message {
                 Some(Ok(Message::Ping(data))) => {
+                    pending.set(0);
                     if session.pong(&data).await.is_err() {
                         return;
                     }
+                }
+                Some(Err(_)) if pending.get() > WS_CLIENT_PENDING_MAX => {
+                    let _ = session
+                        .close(Some(CloseReason {
+                            code: CloseCode::Size,
+                            description: Some("a watcher sends only pings and a close".into()),
+                        }))
+                        .await;
+                    return;
                 }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
                     let _ = session.close(None).await;
                     return;
                 }
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => pending.set(0),
             },
         }
     }

@@ -6,6 +6,7 @@ mod content;
 mod crash;
 mod create;
 mod hostile;
+mod hostile_clients;
 mod integrity;
 mod limits;
 mod metrics;
