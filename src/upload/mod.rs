@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::storage::Storage;
 use append::{End, Jobs, Pump, Pumped};
 use locks::{Guard, Locks, Purpose, Stop};
-use model::{now_millis, to_hex, validate_name};
+use model::{now_millis, to_hex, validate_name, without_bidi};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -205,7 +205,8 @@ impl Engine {
             .unwrap_or(MAX_REPRESENTABLE_SIZE)
     }
 
-    pub async fn create(&self, new: NewUpload) -> Result<Status> {
+    pub async fn create(&self, mut new: NewUpload) -> Result<Status> {
+        new.name = without_bidi(&new.name);
         validate_name(&new.name).map_err(UploadError::InvalidName)?;
         self.check_space().await?;
         if let Some(size) = new.size {
@@ -733,7 +734,7 @@ impl Engine {
             mut row,
             ..
         } = streamed;
-        if let Some(name) = name {
+        if let Some(name) = name.map(|n| without_bidi(&n)) {
             validate_name(&name).map_err(UploadError::InvalidName)?;
             row.name = name;
         }
@@ -787,7 +788,16 @@ impl Engine {
             .filter(|n| size.is_some() && validate_name(n).is_ok())
             .unwrap_or("upload")
             .to_owned();
+        // One read decides: a live mapping (another first request won meanwhile) is used; a
+        // dead one may be replaced, but only if it is still the one read here.
         let stale = self.db.tutorial_upload(file_id).await?;
+        if let Some(mapped) = stale.as_deref().and_then(|id| id.parse().ok()) {
+            match self.status(mapped).await {
+                Ok(live) => return Ok(live),
+                Err(UploadError::NotFound | UploadError::Gone(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let status = self
             .create(NewUpload {
                 name,
