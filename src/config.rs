@@ -43,6 +43,14 @@ pub struct Config {
     #[arg(long, env = "RESUMABLE_MAX_APPENDS", default_value_t = 256)]
     pub max_appends: usize,
 
+    /// Creates allowed per client address: N/s, N/m or N/h; `0` turns the limit off.
+    #[arg(long, env = "RESUMABLE_CREATE_RATE", default_value = "20/s", value_parser = parse_create_rate)]
+    pub create_rate: CreateRate,
+
+    /// Creates one address may make at once before the rate applies.
+    #[arg(long, env = "RESUMABLE_CREATE_BURST", default_value_t = 200)]
+    pub create_burst: u32,
+
     /// Most appends streaming at once from one client address; more are answered 429.
     #[arg(long, env = "RESUMABLE_MAX_APPENDS_PER_CLIENT", default_value_t = 32)]
     pub max_appends_per_client: usize,
@@ -67,6 +75,15 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub allowed_origins: Vec<String>,
+
+    /// A host name this service answers to besides its bind address and localhost (repeatable).
+    /// Bound to loopback, it refuses requests naming any other host (DNS rebinding).
+    #[arg(
+        long = "allowed-host",
+        env = "RESUMABLE_ALLOWED_HOST",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
 
     /// Most progress watchers (WebSocket, SSE, long poll) open at once.
     #[arg(long, env = "RESUMABLE_MAX_WATCHERS", default_value_t = 100_000)]
@@ -174,6 +191,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// Parses durations such as `90s`, `30m`, `24h`, `1h 30m`; zero is refused.
+/// `--create-rate`: creates per second, or none.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CreateRate(pub Option<f64>);
+
+fn parse_create_rate(text: &str) -> Result<CreateRate, String> {
+    crate::http::parse_rate(text).map(CreateRate)
+}
+
 /// `--min-body-rate`: bytes per window, or none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MinBodyRate(pub Option<(u64, Duration)>);

@@ -26,8 +26,12 @@ pub enum ApiError {
     HeadersTooLarge(usize),
     #[error("no such resource")]
     RouteNotFound,
-    #[error("origin {0} may not open a WebSocket here")]
+    #[error("too many uploads created from this address; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    #[error("origin {0} may not use this service from a browser (see --allowed-origin)")]
     ForbiddenOrigin(String),
+    #[error("this service does not answer for host {0:?} (see --allowed-host)")]
+    MisdirectedRequest(String),
     #[error("too many watchers are open (limit {limit})")]
     TooManyWatchers { per_upload: bool, limit: usize },
     #[error("this method is not allowed here")]
@@ -74,6 +78,8 @@ impl ApiError {
             ApiError::HeadersTooLarge(_) => "headers_too_large",
             ApiError::RouteNotFound => "not_found",
             ApiError::ForbiddenOrigin(_) => "forbidden_origin",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::MisdirectedRequest(_) => "misdirected_request",
             ApiError::TooManyWatchers { .. } => "too_many_watchers",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unhealthy(_) => "unhealthy",
@@ -166,6 +172,8 @@ impl ResponseError for ApiError {
             ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
             // Per upload, the client asks too much; in total, the server is full.
             ApiError::TooManyWatchers {
                 per_upload: true, ..
@@ -210,6 +218,9 @@ impl ResponseError for ApiError {
         }
         if let ApiError::UnsupportedTusVersion(version) = self {
             response.insert_header(("Tus-Version", *version));
+        }
+        if let ApiError::RateLimited { retry_after } = self {
+            response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
         }
         if let ApiError::Unauthorized = self {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));

@@ -76,14 +76,21 @@ impl Application {
             .local_addr()
             .map_err(|e| StartupError::Bind(config.bind.clone(), e))?;
         let engine_data = web::Data::from(engine.clone());
+        let policy = Arc::new(http::Policy::new(
+            addr,
+            config.public_url.as_deref(),
+            &config.allowed_hosts,
+            &config.allowed_origins,
+        ));
         let ctx = web::Data::new(Ctx {
             public_url: config.public_url.clone(),
-            allowed_origins: config.allowed_origins.clone(),
+            policy: policy.clone(),
+            create_rate: http::CreateRate::new(config.create_rate.0, config.create_burst),
             watchers: http::WatcherSlots::new(config.max_watchers, config.max_watchers_per_upload),
             tokens: http::Tokens::new(&config.tokens()?),
             max_header_size: usize::try_from(config.max_header_size).unwrap_or(usize::MAX),
         });
-        let allowed_origins = config.allowed_origins.clone();
+
         let tutorial_api = config.tutorial_api;
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         // What actix-web's HttpServer does, but over `GatedStream` (see src/http/conn.rs).
@@ -108,7 +115,8 @@ impl Application {
                 })
                 .wrap(actix_web::middleware::from_fn(http::protocol_middleware))
                 .wrap(actix_web::middleware::from_fn(http::limit_header_size))
-                .wrap(cors(&allowed_origins))
+                .wrap(actix_web::middleware::from_fn(http::browser_safety))
+                .wrap(cors(policy.clone()))
                 .configure(|cfg| {
                     if tutorial_api {
                         http::tutorial_routes(cfg);
@@ -176,15 +184,9 @@ impl Application {
 
 /// CORS for browser clients on other origins (tus-js-client, Uppy): the listed origins, and
 /// the request's own host, may call every endpoint and read the protocol headers.
-fn cors(allowed: &[String]) -> actix_cors::Cors {
-    let allowed = allowed.to_vec();
+fn cors(policy: Arc<http::Policy>) -> actix_cors::Cors {
     actix_cors::Cors::default()
-        .allowed_origin_fn(move |origin, head| {
-            let own_host = head.headers().get("host").and_then(|h| h.to_str().ok());
-            origin
-                .to_str()
-                .is_ok_and(|o| http::origin_allowed(o, own_host, &allowed))
-        })
+        .allowed_origin_fn(move |origin, _| origin.to_str().is_ok_and(|o| policy.origin_allowed(o)))
         .allowed_methods(["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"])
         .allow_any_header()
         .expose_headers([

@@ -1,6 +1,7 @@
 //! The HTTP layer: parses requests, calls the engine, writes responses. No SQL, no file I/O.
 
 mod access;
+mod browser;
 mod conn;
 mod headers;
 mod multipart;
@@ -8,14 +9,17 @@ mod native;
 mod origin;
 mod page;
 mod range;
+mod rate;
 mod tus;
 mod tutorial;
 mod watch;
 
 pub use access::Tokens;
+pub use browser::browser_safety;
 pub(crate) use conn::body as gated_body;
 pub use conn::GatedStream;
-pub use origin::is_allowed as origin_allowed;
+pub use origin::Policy;
+pub use rate::{parse_rate, CreateRate};
 pub use tus::middleware as protocol_middleware;
 pub use watch::WatcherSlots;
 
@@ -27,13 +31,15 @@ use crate::error::ApiError;
 pub struct Ctx {
     /// When set, `Location` headers are absolute URLs under it.
     pub public_url: Option<String>,
-    /// Origins besides the request's own host allowed to open WebSockets.
-    pub allowed_origins: Vec<String>,
+    /// The service's own origin and host names, and the other origins allowed.
+    pub policy: std::sync::Arc<Policy>,
     pub watchers: std::sync::Arc<WatcherSlots>,
     /// With --token, creating an upload needs one of these bearer tokens.
     pub tokens: Tokens,
     /// The largest request head accepted, in bytes.
     pub max_header_size: usize,
+    /// Creates per client address.
+    pub create_rate: CreateRate,
 }
 
 /// 431 for a request head larger than --max-header-size (actix's own limit is 128 KiB).
@@ -96,7 +102,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/uploads/{id}/events", web::get().to(watch::events))
     .route("/healthz", web::get().to(native::healthz))
     .route("/metrics", web::get().to(native::metrics))
-    .route("/", web::get().to(page::index))
+    .route(
+        "/",
+        web::route()
+            .guard(guard::Any(guard::Get()).or(guard::Head()))
+            .to(page::index),
+    )
     .route("/static/{path}", web::get().to(page::asset))
     .default_service(web::to(not_found));
 }

@@ -66,6 +66,7 @@ pub async fn create(
     ctx: web::Data<Ctx>,
 ) -> Result<HttpResponse, ApiError> {
     ctx.tokens.check(&req)?;
+    ctx.create_rate.check(req.peer_addr().map(|a| a.ip()))?;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -303,7 +304,10 @@ pub async fn content(
         .insert_header(content_disposition(&status.name))
         .insert_header((header::ETAG, etag.clone()))
         .insert_header((header::ACCEPT_RANGES, "bytes"))
-        .insert_header((header::CACHE_CONTROL, "private, no-cache"));
+        .insert_header((header::CACHE_CONTROL, "private, no-cache"))
+        // A stored HTML or SVG file never runs as a page of this origin.
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, "sandbox"));
     if header_text(header::IF_NONE_MATCH).is_some_and(|tags| etag_matches(tags, &etag)) {
         return Ok(response.status(StatusCode::NOT_MODIFIED).finish());
     }

@@ -62,6 +62,7 @@ async fn upload(
         Some(status) => status,
         None if start == 0 => {
             ctx.tokens.check(&req)?;
+            ctx.create_rate.check(req.peer_addr().map(|a| a.ip()))?;
             engine.tutorial_create(&id).await?
         }
         None => {

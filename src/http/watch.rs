@@ -220,12 +220,7 @@ fn check_origin(req: &HttpRequest, ctx: &Ctx) -> Result<(), ApiError> {
         return Ok(());
     };
     let origin = origin.to_str().unwrap_or_default().trim();
-    let own_host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok());
-    let allowed = super::origin::is_allowed(origin, own_host, &ctx.allowed_origins);
-    if allowed {
+    if ctx.policy.origin_allowed(origin) {
         Ok(())
     } else {
         Err(ApiError::ForbiddenOrigin(origin.to_owned()))

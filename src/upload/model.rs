@@ -132,6 +132,18 @@ pub fn rfc3339(millis: i64) -> String {
 }
 
 /// Validates a client's file name: 1–255 bytes, a base name with no separators or controls.
+/// The name without bidirectional controls, which can make `exe.txt` display as `txt.exe`.
+pub fn without_bidi(name: &str) -> String {
+    name.chars()
+        .filter(|c| {
+            !matches!(
+                c,
+                '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+            )
+        })
+        .collect()
+}
+
 pub fn validate_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("name must not be empty");
@@ -185,6 +197,9 @@ mod tests {
     #[test]
     fn names_are_base_names() {
         assert!(validate_name("movie.mp4").is_ok());
+        assert_eq!(without_bidi("invoice\u{202E}fdp.exe"), "invoicefdp.exe");
+        assert_eq!(without_bidi("\u{2067}a\u{2069}\u{200F}b\u{061C}"), "ab");
+        assert_eq!(without_bidi("fête.txt"), "fête.txt");
         assert!(validate_name("fête.txt").is_ok());
         for bad in ["", "../x", "a/b", "a\\b", "a\nb", "a\u{7f}", "..", "."] {
             assert!(validate_name(bad).is_err(), "{bad:?}");

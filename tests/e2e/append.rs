@@ -117,13 +117,13 @@ async fn malformed_offsets_are_400_invalid_offset() {
         "0x0",
     ] {
         let request = format!(
-            "PATCH /uploads/{id} HTTP/1.1\r\nHost: t\r\nUpload-Offset: {offset}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
+            "PATCH /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpload-Offset: {offset}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
         );
         let (status, _, body) = raw(server.port, request.as_bytes());
         assert_eq!(status, 400, "offset {offset:?}: {body}");
         assert_eq!(json(&body)["error"], "invalid_offset", "offset {offset:?}");
     }
-    let request = format!("PATCH /uploads/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx");
+    let request = format!("PATCH /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx");
     let (status, _, body) = raw(server.port, request.as_bytes());
     assert_eq!(
         (status, json(&body)["error"].clone()),
@@ -152,7 +152,7 @@ async fn a_chunked_body_past_the_size_is_cut_at_the_size_and_answered_413() {
     let bytes = data(1000, 2);
     let id = id_of(&create(&server, "f.bin", 1000).await);
     let mut request = format!(
-        "PATCH /uploads/{id} HTTP/1.1\r\nHost: t\r\nUpload-Offset: 0\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        "PATCH /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpload-Offset: 0\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     )
     .into_bytes();
     let mut body = bytes.clone();

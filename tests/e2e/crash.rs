@@ -36,7 +36,7 @@ fn stream_appends(
     conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
     while !progress.stop.load(Ordering::Relaxed) && (offset as usize) < bytes.len() {
         let len = (bytes.len() - offset as usize).min(1 << 20);
-        let head = format!("PATCH /uploads/{id} HTTP/1.1\r\nHost: t\r\nUpload-Offset: {offset}\r\nContent-Length: {len}\r\n\r\n");
+        let head = format!("PATCH /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpload-Offset: {offset}\r\nContent-Length: {len}\r\n\r\n");
         if conn.write_all(head.as_bytes()).is_err() {
             return;
         }

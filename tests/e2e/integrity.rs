@@ -101,7 +101,7 @@ async fn a_cut_final_draft_append_keeps_its_bytes_and_finishes_nothing() {
             let id = id_from_location(&location);
 
             let head = format!(
-                "PATCH /uploads/{id} HTTP/1.1\r\nHost: t\r\n{}Upload-Offset: 0\r\n\
+                "PATCH /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\n{}Upload-Offset: 0\r\n\
                  Upload-Complete: ?1\r\nTransfer-Encoding: chunked\r\n\r\n",
                 draft_headers(version)
             );
@@ -155,7 +155,7 @@ async fn a_cut_creation_with_upload_finishes_nothing_in_any_protocol() {
         } else {
             ""
         };
-        let head = format!("POST /uploads HTTP/1.1\r\nHost: t\r\n{protocol}{framing}\r\n");
+        let head = format!("POST /uploads HTTP/1.1\r\nHost: 127.0.0.1\r\n{protocol}{framing}\r\n");
         let mut conn = send_head(server.port, &head);
         if chunked {
             send_chunks(&mut conn, &bytes[..MIB]);
@@ -425,7 +425,7 @@ async fn a_body_half_closed_under_cpu_load_keeps_every_byte_sent() {
             .unwrap()
             .to_owned();
         let head = format!(
-            "PATCH /uploads/{id} HTTP/1.1\r\nHost: t\r\nUpload-Offset: 0\r\n\
+            "PATCH /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpload-Offset: 0\r\n\
              Content-Length: {}\r\n\r\n",
             8 * MIB
         );
@@ -497,7 +497,7 @@ async fn a_delete_during_a_streaming_append_ends_it_with_410_and_removes_the_byt
         .unwrap()
         .to_owned();
     let head = format!(
-        "PATCH /uploads/{id} HTTP/1.1\r\nHost: t\r\nUpload-Offset: 0\r\nContent-Length: 1000000\r\n\r\n"
+        "PATCH /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpload-Offset: 0\r\nContent-Length: 1000000\r\n\r\n"
     );
     let mut conn = send_head(server.port, &head);
     conn.write_all(&data(300_000, 907)).unwrap();

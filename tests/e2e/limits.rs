@@ -39,7 +39,7 @@ async fn appends_past_the_concurrent_limit_get_503_with_retry_after() {
     let a = id_of(&create(&server, "a.bin", 1000).await);
     let b = id_of(&create(&server, "b.bin", 10).await);
     let mut stalled = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    let head = format!("PATCH /uploads/{a} HTTP/1.1\r\nHost: t\r\nUpload-Offset: 0\r\nContent-Length: 1000\r\n\r\n");
+    let head = format!("PATCH /uploads/{a} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpload-Offset: 0\r\nContent-Length: 1000\r\n\r\n");
     stalled.write_all(head.as_bytes()).unwrap();
     stalled.write_all(&[1; 100]).unwrap();
     wait_appends_in_flight(&server, 1).await;

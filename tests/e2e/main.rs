@@ -2,9 +2,11 @@
 //! HTTP, WebSocket and SSE to it, as API.md describes.
 
 mod append;
+mod browser_safety;
 mod content;
 mod crash;
 mod create;
+mod create_rate;
 mod hostile;
 mod hostile_clients;
 mod integrity;

@@ -12,7 +12,7 @@ fn id_of(status: &serde_json::Value) -> String {
 fn partial_patch(port: u16, id: &str, offset: usize, declared: usize, bytes: &[u8]) -> TcpStream {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let head = format!(
-        "PATCH /uploads/{id} HTTP/1.1\r\nHost: t\r\nUpload-Offset: {offset}\r\nContent-Length: {declared}\r\n\r\n"
+        "PATCH /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpload-Offset: {offset}\r\nContent-Length: {declared}\r\n\r\n"
     );
     conn.write_all(head.as_bytes()).unwrap();
     conn.write_all(bytes).unwrap();
@@ -217,19 +217,19 @@ async fn hostile_requests_never_get_a_5xx() {
     let huge = "x".repeat(200 * 1024);
     let many: String = (0..120).map(|i| format!("X-H{i}: v\r\n")).collect();
     let requests = [
-        format!("GET /uploads/{id} HTTP/1.1\r\nHost: t\r\nX-Big: {huge}\r\nConnection: close\r\n\r\n"),
-        format!("GET /uploads/{id} HTTP/1.1\r\nHost: t\r\n{many}Connection: close\r\n\r\n"),
-        "GET /nope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".into(),
-        format!("PUT /uploads/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
-        format!("POST /uploads/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
-        "DELETE /uploads HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".into(),
+        format!("GET /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {huge}\r\nConnection: close\r\n\r\n"),
+        format!("GET /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\n{many}Connection: close\r\n\r\n"),
+        "GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".into(),
+        format!("PUT /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        format!("POST /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        "DELETE /uploads HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".into(),
         "GARBAGE\r\n\r\n".into(),
-        format!("PATCH /uploads/{id} HTTP/1.1\r\nHost: t\r\nUpload-Offset: 0\r\nUpload-Length: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"),
-        format!("PATCH /uploads/{id} HTTP/1.1\r\nHost: t\r\nUpload-Offset: 0\r\nContent-Length: zz\r\nConnection: close\r\n\r\nx"),
-        format!("GET /uploads/{id}/poll?received=-1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
-        format!("GET /uploads/{id}/poll?timeout=abc HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
-        "POST /uploads HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello".into(),
-        "POST /uploads HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 9\r\nConnection: close\r\n\r\n--b\r\nxx\r\n".into(),
+        format!("PATCH /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpload-Offset: 0\r\nUpload-Length: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"),
+        format!("PATCH /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpload-Offset: 0\r\nContent-Length: zz\r\nConnection: close\r\n\r\nx"),
+        format!("GET /uploads/{id}/poll?received=-1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+        format!("GET /uploads/{id}/poll?timeout=abc HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+        "POST /uploads HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello".into(),
+        "POST /uploads HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 9\r\nConnection: close\r\n\r\n--b\r\nxx\r\n".into(),
     ];
     for request in &requests {
         let (status, _, body) = raw(server.port, request.as_bytes());
@@ -241,13 +241,13 @@ async fn hostile_requests_never_get_a_5xx() {
     }
     let (status, _, body) = raw(
         server.port,
-        b"GET /nope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(
         (status, json(&body)["error"].clone()),
         (404, serde_json::json!("not_found"))
     );
-    let (status, _, body) = raw(server.port, format!("PUT /uploads/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
+    let (status, _, body) = raw(server.port, format!("PUT /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
     assert_eq!(
         (status, json(&body)["error"].clone()),
         (405, serde_json::json!("method_not_allowed"))

@@ -149,7 +149,7 @@ async fn a_malformed_content_length_is_400_in_the_tutorial_protocol_too() {
     let server = TestServer::start_with(&["--tutorial-api"], &[]);
     for value in ["+5", "5, 5"] {
         let request = format!(
-            "POST /upload HTTP/1.1\r\nHost: t\r\nX-File-Id: cl\r\nX-Start-Byte: 0\r\n\
+            "POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nX-File-Id: cl\r\nX-Start-Byte: 0\r\n\
              Content-Length: {value}\r\nConnection: close\r\n\r\nhello"
         );
         let (code, _, _) = raw(server.port, request.as_bytes());

@@ -389,7 +389,7 @@ async fn a_resuming_tus_client_takes_over_a_stalled_patch_at_once() {
     let url = header(&created, "location");
     let mut stalled = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     let head = format!(
-        "PATCH {url} HTTP/1.1\r\nHost: t\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: 600000\r\n\r\n"
+        "PATCH {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: 600000\r\n\r\n"
     );
     stalled.write_all(head.as_bytes()).unwrap();
     stalled.write_all(&bytes[..250_000]).unwrap();

@@ -39,7 +39,7 @@ async fn the_tutorial_client_uploads_is_interrupted_and_resumes() {
     // The first attempt sends from byte 0 and loses its connection partway.
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     let head = format!(
-        "POST /upload HTTP/1.1\r\nHost: t\r\nX-File-Id: {file_id}\r\nX-Start-Byte: 0\r\nContent-Length: {}\r\n\r\n",
+        "POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nX-File-Id: {file_id}\r\nX-Start-Byte: 0\r\nContent-Length: {}\r\n\r\n",
         bytes.len()
     );
     conn.write_all(head.as_bytes()).unwrap();
