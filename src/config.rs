@@ -115,6 +115,10 @@ pub struct Config {
     )]
     pub token_file: Vec<PathBuf>,
 
+    /// Let anyone who reaches a non-loopback address create uploads, without a token.
+    #[arg(long, env = "RESUMABLE_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+
     /// Serve javascript.info's tutorial protocol (GET /status, POST /upload). Its client picks
     /// the file id, so anyone who guesses one can append to that upload.
     #[arg(long, env = "RESUMABLE_TUTORIAL_API")]
@@ -135,17 +139,30 @@ impl Config {
     }
 
     /// Every accepted token: the flags' and the token files' lines.
+    /// An empty token, or a token file with none, is an error rather than an open service:
+    /// whoever set one meant creation to be closed. Blank and `#` lines in a file are comments.
     pub fn tokens(&self) -> Result<Vec<String>, crate::startup::StartupError> {
-        let mut tokens = self.token.clone();
+        use crate::startup::StartupError;
+        let mut tokens = Vec::new();
+        for token in &self.token {
+            if token.trim().is_empty() {
+                return Err(StartupError::EmptyToken);
+            }
+            tokens.push(token.trim().to_owned());
+        }
         for path in &self.token_file {
             let text = std::fs::read_to_string(path)
-                .map_err(|e| crate::startup::StartupError::TokenFile(path.clone(), e))?;
+                .map_err(|e| StartupError::TokenFile(path.clone(), e))?;
+            let before = tokens.len();
             tokens.extend(
                 text.lines()
                     .map(str::trim)
-                    .filter(|l| !l.is_empty())
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
                     .map(str::to_owned),
             );
+            if tokens.len() == before {
+                return Err(StartupError::NoTokenInFile(path.clone()));
+            }
         }
         Ok(tokens)
     }

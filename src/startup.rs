@@ -31,6 +31,14 @@ pub enum StartupError {
     Bind(String, std::io::Error),
     #[error("cannot read the token file {0}: {1}")]
     TokenFile(std::path::PathBuf, std::io::Error),
+    #[error("an empty --token (or RESUMABLE_TOKEN) would leave creating uploads open to anyone; give a token, or none at all")]
+    EmptyToken,
+    #[error(
+        "the token file {0} has no token (blank lines and lines starting with # are comments)"
+    )]
+    NoTokenInFile(std::path::PathBuf),
+    #[error("{0} is reachable from other machines and no --token is set: add --token or --token-file, or --allow-anonymous to let anyone create uploads")]
+    AnonymousOnPublicAddress(SocketAddr),
 }
 
 pub struct Application {
@@ -76,6 +84,13 @@ impl Application {
             .local_addr()
             .map_err(|e| StartupError::Bind(config.bind.clone(), e))?;
         let engine_data = web::Data::from(engine.clone());
+        let tokens = config.tokens()?;
+        if tokens.is_empty() && !addr.ip().is_loopback() {
+            if !config.allow_anonymous {
+                return Err(StartupError::AnonymousOnPublicAddress(addr));
+            }
+            warn!(%addr, "no token: anyone who can reach this address may create uploads (--allow-anonymous)");
+        }
         let policy = Arc::new(http::Policy::new(
             addr,
             config.public_url.as_deref(),
@@ -87,7 +102,7 @@ impl Application {
             policy: policy.clone(),
             create_rate: http::CreateRate::new(config.create_rate.0, config.create_burst),
             watchers: http::WatcherSlots::new(config.max_watchers, config.max_watchers_per_upload),
-            tokens: http::Tokens::new(&config.tokens()?),
+            tokens: http::Tokens::new(&tokens),
             max_header_size: usize::try_from(config.max_header_size).unwrap_or(usize::MAX),
         });
 

@@ -7,6 +7,7 @@ mod content;
 mod crash;
 mod create;
 mod create_rate;
+mod defaults;
 mod hostile;
 mod hostile_clients;
 mod integrity;

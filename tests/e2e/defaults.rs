@@ -1,0 +1,138 @@
+//! Secure defaults: a token that is set but empty never leaves the service open, and a
+//! service reachable from other machines needs a token or an explicit --allow-anonymous.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// Runs the server with `args` and `envs`: `Some(stderr)` when it exits by itself (never with
+/// success), `None` once it says it is listening (it is then stopped).
+fn refuses_to_start(args: &[&str], envs: &[(&str, &str)]) -> Option<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_resumable"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, listening) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            assert!(!status.success(), "{args:?} exited 0: {stderr}");
+            return Some(stderr);
+        }
+        if listening
+            .try_recv()
+            .is_ok_and(|line| line.contains("listening"))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{args:?} neither started nor exited");
+}
+
+#[test]
+fn an_empty_token_in_any_form_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let comments_only = dir.path().join("tokens");
+    std::fs::write(&comments_only, "# the deploy token goes here\n\n   \n").unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "").unwrap();
+    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec!["--bind", "127.0.0.1:0", "--token", ""],
+            vec![],
+            "empty --token",
+        ),
+        (
+            vec!["--bind", "127.0.0.1:0", "--token", "  "],
+            vec![],
+            "empty --token",
+        ),
+        (
+            vec!["--bind", "127.0.0.1:0"],
+            vec![("RESUMABLE_TOKEN", "")],
+            "empty --token",
+        ),
+        (
+            vec![
+                "--bind",
+                "127.0.0.1:0",
+                "--token-file",
+                empty.to_str().unwrap(),
+            ],
+            vec![],
+            "has no token",
+        ),
+        (
+            vec![
+                "--bind",
+                "127.0.0.1:0",
+                "--token-file",
+                comments_only.to_str().unwrap(),
+            ],
+            vec![],
+            "has no token",
+        ),
+    ];
+    for (args, envs, says) in cases {
+        let stderr = refuses_to_start(&args, &envs)
+            .unwrap_or_else(|| panic!("{args:?} {envs:?} started an open service"));
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn comment_lines_in_a_token_file_are_not_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, "# old: hunter2\n  s3cret  \n").unwrap();
+    let server = TestServer::start_with(&["--token-file", file.to_str().unwrap()], &[]);
+    let create_with = |token: &str| {
+        client()
+            .post(server.url("/uploads"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"name": "t", "size": 1}))
+            .send()
+    };
+    assert_eq!(create_with("s3cret").await.unwrap().status(), 201);
+    assert_eq!(create_with("# old: hunter2").await.unwrap().status(), 401);
+    assert_eq!(create_with("hunter2").await.unwrap().status(), 401);
+}
+
+#[test]
+fn a_public_address_without_a_token_needs_allow_anonymous() {
+    let stderr = refuses_to_start(&["--bind", "0.0.0.0:0"], &[])
+        .expect("an anonymous service on a public address must not start silently");
+    assert!(stderr.contains("--allow-anonymous"), "{stderr}");
+    assert!(
+        refuses_to_start(&["--bind", "0.0.0.0:0", "--allow-anonymous"], &[]).is_none(),
+        "with --allow-anonymous it serves"
+    );
+    assert!(
+        refuses_to_start(&["--bind", "0.0.0.0:0", "--token", "s3cret"], &[]).is_none(),
+        "with a token it serves"
+    );
+}
