@@ -50,6 +50,8 @@ fn refuses_to_start(args: &[&str], envs: &[(&str, &str)]) -> Option<String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("{args:?} neither started nor exited");
 }
 
@@ -60,7 +62,8 @@ fn an_empty_token_in_any_form_refuses_to_start() {
     std::fs::write(&comments_only, "# the deploy token goes here\n\n   \n").unwrap();
     let empty = dir.path().join("empty");
     std::fs::write(&empty, "").unwrap();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec!["--bind", "127.0.0.1:0", "--token", ""],
             vec![],
