@@ -84,6 +84,19 @@ impl Application {
             .local_addr()
             .map_err(|e| StartupError::Bind(config.bind.clone(), e))?;
         let engine_data = web::Data::from(engine.clone());
+        let open_files = raise_open_file_limit();
+        // Half of the descriptors left after a small reserve may be watchers; the other half
+        // stays for uploads (a socket and a file each), downloads, the database and accepting.
+        let max_watchers = config
+            .max_watchers
+            .min(usize::try_from(open_files.saturating_sub(64) / 2).unwrap_or(usize::MAX));
+        info!(
+            open_files,
+            max_watchers,
+            max_appends = config.max_appends,
+            max_appends_per_client = config.max_appends_per_client,
+            "limits"
+        );
         let tokens = config.tokens()?;
         if tokens.is_empty() && !addr.ip().is_loopback() {
             if !config.allow_anonymous {
@@ -101,7 +114,7 @@ impl Application {
             public_url: config.public_url.clone(),
             policy: policy.clone(),
             create_rate: http::CreateRate::new(config.create_rate.0, config.create_burst),
-            watchers: http::WatcherSlots::new(config.max_watchers, config.max_watchers_per_upload),
+            watchers: http::WatcherSlots::new(max_watchers, config.max_watchers_per_upload),
             tokens: http::Tokens::new(&tokens),
             max_header_size: usize::try_from(config.max_header_size).unwrap_or(usize::MAX),
         });
@@ -223,6 +236,31 @@ fn cors(policy: Arc<http::Policy>) -> actix_cors::Cors {
             "ETag",
         ])
         .max_age(86_400)
+}
+
+/// Raises the soft limit on open files to the hard one (every connection, watcher and
+/// streaming append holds descriptors) and returns the soft limit in force.
+fn raise_open_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
 }
 
 /// Removes expired uploads, and bytes removals left behind, a few times per expiry period.

@@ -74,3 +74,66 @@ async fn a_websocket_frame_claiming_to_be_huge_is_closed_with_1009_and_never_buf
     );
     assert!(rss < 64 * 1024, "the server grew to {} MiB", rss >> 10);
 }
+
+/// The status code of the answer's first line on a raw connection.
+fn status_line(conn: &mut TcpStream) -> u16 {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") && line.len() < 200 {
+        match conn.read(&mut byte) {
+            Ok(1) => line.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&line)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn watchers_never_take_the_descriptors_that_uploads_need() {
+    let server = TestServer::start_with_open_files(512, &[]);
+    let id = create(&server, "watched.bin", 100).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let port = server.port;
+    let (streams, codes) = tokio::task::spawn_blocking(move || {
+        let mut streams = Vec::new();
+        let mut codes = std::collections::BTreeMap::<u16, usize>::new();
+        for _ in 0..600 {
+            let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let request = format!("GET /uploads/{id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+            conn.write_all(request.as_bytes()).unwrap();
+            let code = status_line(&mut conn);
+            *codes.entry(code).or_default() += 1;
+            if code == 200 {
+                streams.push(conn);
+            }
+        }
+        (streams, codes)
+    })
+    .await
+    .unwrap();
+    println!("600 SSE streams under a limit of 512 open files: {codes:?}");
+    assert!(codes.get(&503).is_some_and(|n| *n > 0), "{codes:?}");
+    assert_eq!(
+        codes.keys().copied().collect::<Vec<_>>(),
+        vec![200, 503],
+        "{codes:?}"
+    );
+
+    // With every watcher place taken, uploads and health checks still work.
+    let bytes = data(4 << 20, 41);
+    let upload = create(&server, "beside.bin", bytes.len() as u64).await;
+    let upload = upload["id"].as_str().unwrap();
+    assert_eq!(patch(&server, upload, 0, bytes.clone()).await.status(), 200);
+    assert_eq!(content(&server, upload).await, bytes);
+    let health = client().get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    drop(streams);
+}

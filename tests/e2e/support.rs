@@ -21,6 +21,8 @@ pub struct TestServer {
     bind: String,
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    /// Started under `prlimit --nofile=N:N`.
+    nofile: Option<u64>,
 }
 
 impl TestServer {
@@ -54,13 +56,26 @@ impl TestServer {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            nofile: None,
         };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_resumable"));
+        let binary = env!("CARGO_BIN_EXE_resumable");
+        let mut command = match self.nofile {
+            // prlimit execs the server, so the child's pid stays the server's.
+            Some(n) => {
+                let mut command = Command::new("prlimit");
+                command
+                    .arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command.args(["--bind", &self.bind]);
         // A test may bring its own data directory (a small disk, say).
         if !self.args.iter().any(|a| a == "--data-dir") {
@@ -429,4 +444,23 @@ fn tcp_queues(local: u16, remote: u16) -> Option<(u64, u64)> {
             u64::from_str_radix(rx, 16).ok()?,
         ))
     })
+}
+
+impl TestServer {
+    /// A server whose open-file limit (soft and hard) is `limit`.
+    pub fn start_with_open_files(limit: u64, args: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = TestServer {
+            child: None,
+            port: 0,
+            base: String::new(),
+            dir,
+            bind: "127.0.0.1:0".to_owned(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            envs: Vec::new(),
+            nofile: Some(limit),
+        };
+        server.spawn();
+        server
+    }
 }
