@@ -115,6 +115,10 @@ pub struct Config {
     )]
     pub token_file: Vec<PathBuf>,
 
+    /// A bearer token that GET /metrics needs; without it, /metrics answers loopback only.
+    #[arg(long, env = "RESUMABLE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// Let anyone who reaches a non-loopback address create uploads, without a token.
     #[arg(long, env = "RESUMABLE_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
@@ -139,6 +143,14 @@ impl Config {
     }
 
     /// Every accepted token: the flags' and the token files' lines.
+    /// The metrics token, if set; an empty one is an error, like an empty --token.
+    pub fn metrics_token(&self) -> Result<Option<String>, crate::startup::StartupError> {
+        match self.metrics_token.as_deref().map(str::trim) {
+            Some("") => Err(crate::startup::StartupError::EmptyToken),
+            token => Ok(token.map(str::to_owned)),
+        }
+    }
+
     /// An empty token, or a token file with none, is an error rather than an open service:
     /// whoever set one meant creation to be closed. Blank and `#` lines in a file are comments.
     pub fn tokens(&self) -> Result<Vec<String>, crate::startup::StartupError> {

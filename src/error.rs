@@ -20,12 +20,14 @@ pub enum ApiError {
     BodyTooLarge(usize),
     #[error("the range is outside the {len}-byte file")]
     RangeNotSatisfiable { len: u64 },
-    #[error("creating an upload needs a valid bearer token (Authorization: Bearer …)")]
+    #[error("this needs a valid bearer token (Authorization: Bearer …)")]
     Unauthorized,
     #[error("the request's headers are larger than {0} bytes")]
     HeadersTooLarge(usize),
     #[error("no such resource")]
     RouteNotFound,
+    #[error("metrics are served to loopback only (or set --metrics-token)")]
+    MetricsLoopbackOnly,
     #[error("too many uploads created from this address; retry in {retry_after} s")]
     RateLimited { retry_after: u64 },
     #[error("origin {0} may not use this service from a browser (see --allowed-origin)")]
@@ -79,6 +81,7 @@ impl ApiError {
             ApiError::RouteNotFound => "not_found",
             ApiError::ForbiddenOrigin(_) => "forbidden_origin",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::MetricsLoopbackOnly => "forbidden",
             ApiError::MisdirectedRequest(_) => "misdirected_request",
             ApiError::TooManyWatchers { .. } => "too_many_watchers",
             ApiError::MethodNotAllowed => "method_not_allowed",
@@ -173,6 +176,7 @@ impl ResponseError for ApiError {
             ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::MetricsLoopbackOnly => StatusCode::FORBIDDEN,
             ApiError::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
             // Per upload, the client asks too much; in total, the server is full.
             ApiError::TooManyWatchers {

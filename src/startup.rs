@@ -31,7 +31,7 @@ pub enum StartupError {
     Bind(String, std::io::Error),
     #[error("cannot read the token file {0}: {1}")]
     TokenFile(std::path::PathBuf, std::io::Error),
-    #[error("an empty --token (or RESUMABLE_TOKEN) would leave creating uploads open to anyone; give a token, or none at all")]
+    #[error("an empty token (--token, RESUMABLE_TOKEN, --metrics-token) would leave the service open to anyone; give a token, or none at all")]
     EmptyToken,
     #[error(
         "the token file {0} has no token (blank lines and lines starting with # are comments)"
@@ -114,6 +114,7 @@ impl Application {
             public_url: config.public_url.clone(),
             policy: policy.clone(),
             create_rate: http::CreateRate::new(config.create_rate.0, config.create_burst),
+            metrics_token: config.metrics_token()?.map(|t| http::Tokens::new(&[t])),
             watchers: http::WatcherSlots::new(max_watchers, config.max_watchers_per_upload),
             tokens: http::Tokens::new(&tokens),
             max_header_size: usize::try_from(config.max_header_size).unwrap_or(usize::MAX),
@@ -156,6 +157,10 @@ impl Application {
                 .map_err(|e: actix_web::Error| e.error_response());
             let service = actix_http::HttpService::build()
                 .client_disconnect_timeout(Duration::from_secs(1))
+                // A client that closes its side is gone: its SSE stream or long poll ends now,
+                // not at the next heartbeat. (A body being read keeps its bytes: conn.rs holds
+                // the EOF back until the body has them all.)
+                .h1_allow_half_closed(false)
                 .local_addr(addr)
                 .on_connect_ext(|io: &http::GatedStream, data: &mut Extensions| {
                     data.insert(io.gate());

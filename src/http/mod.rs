@@ -40,6 +40,8 @@ pub struct Ctx {
     pub max_header_size: usize,
     /// Creates per client address.
     pub create_rate: CreateRate,
+    /// With --metrics-token, the bearer token GET /metrics needs.
+    pub metrics_token: Option<Tokens>,
 }
 
 /// 431 for a request head larger than --max-header-size (actix's own limit is 128 KiB).

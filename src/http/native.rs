@@ -376,15 +376,25 @@ async fn file_section(
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(engine: web::Data<Engine>) -> HttpResponse {
+/// `GET /metrics`: with --metrics-token, for its bearer only; without, for loopback only.
+pub async fn metrics(
+    req: HttpRequest,
+    engine: web::Data<Engine>,
+    ctx: web::Data<Ctx>,
+) -> Result<HttpResponse, ApiError> {
+    match &ctx.metrics_token {
+        Some(token) => token.check(&req)?,
+        None if req.peer_addr().is_some_and(|a| a.ip().is_loopback()) => {}
+        None => return Err(ApiError::MetricsLoopbackOnly),
+    }
     let free = engine.disk_free().await.ok();
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .insert_header((
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         ))
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(engine.metrics().render(free))
+        .body(engine.metrics().render(free)))
 }
 
 pub async fn healthz(engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {

@@ -67,17 +67,17 @@ fn an_empty_token_in_any_form_refuses_to_start() {
         (
             vec!["--bind", "127.0.0.1:0", "--token", ""],
             vec![],
-            "empty --token",
+            "empty token",
         ),
         (
             vec!["--bind", "127.0.0.1:0", "--token", "  "],
             vec![],
-            "empty --token",
+            "empty token",
         ),
         (
             vec!["--bind", "127.0.0.1:0"],
             vec![("RESUMABLE_TOKEN", "")],
-            "empty --token",
+            "empty token",
         ),
         (
             vec![
@@ -138,4 +138,29 @@ fn a_public_address_without_a_token_needs_allow_anonymous() {
         refuses_to_start(&["--bind", "0.0.0.0:0", "--token", "s3cret"], &[]).is_none(),
         "with a token it serves"
     );
+}
+
+#[tokio::test]
+async fn metrics_need_their_token_when_one_is_set() {
+    let server = TestServer::start_with(&["--metrics-token", "m3trics"], &[]);
+    let get = |token: Option<&str>| {
+        let request = client().get(server.url("/metrics"));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+        .send()
+    };
+    assert_eq!(get(None).await.unwrap().status(), 401);
+    assert_eq!(get(Some("wrong")).await.unwrap().status(), 401);
+    let answer = get(Some("m3trics")).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(answer
+        .text()
+        .await
+        .unwrap()
+        .contains("resumable_uploads_created_total"));
+    let stderr = refuses_to_start(&["--bind", "127.0.0.1:0", "--metrics-token", ""], &[])
+        .expect("an empty metrics token refuses to start");
+    assert!(stderr.contains("empty token"), "{stderr}");
 }

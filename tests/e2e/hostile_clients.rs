@@ -137,3 +137,29 @@ async fn watchers_never_take_the_descriptors_that_uploads_need() {
     assert_eq!(health.status(), 200);
     drop(streams);
 }
+
+#[tokio::test]
+async fn a_closed_sse_client_frees_its_place_at_once() {
+    let server = TestServer::start();
+    let id = create(&server, "s.bin", 100).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let request = format!("GET /uploads/{id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    conn.write_all(request.as_bytes()).unwrap();
+    assert_eq!(status_line(&mut conn), 200);
+    wait_watchers(&server, "sse", 1).await;
+    drop(conn);
+    // Well before the next heartbeat (15 s), which used to be the first write to fail.
+    let started = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(5),
+        "the SSE place to be freed",
+        || async { metric(&server, "resumable_watchers{channel=\"sse\"}").await == 0.0 },
+    )
+    .await;
+    println!("freed {:?} after the client closed", started.elapsed());
+}
