@@ -92,6 +92,25 @@ impl ApiError {
         }
     }
 
+    /// What the client is told. Server-side failures say what happened, not where: their
+    /// details (paths, SQL) go to the log only.
+    fn client_message(&self) -> String {
+        match self {
+            ApiError::Upload(UploadError::Storage(e)) if e.is_out_of_space() => {
+                "the server's disk is full; what was stored is kept, retry later".into()
+            }
+            ApiError::Upload(UploadError::Storage(_)) => {
+                "the server could not store or read the bytes".into()
+            }
+            ApiError::Upload(UploadError::Db(_)) => "the server's database failed".into(),
+            ApiError::Upload(UploadError::Internal(_)) | ApiError::Internal(_) => {
+                "internal error; the server's log has the details".into()
+            }
+            ApiError::Unhealthy(_) => "unhealthy; the server's log has the details".into(),
+            _ => self.to_string(),
+        }
+    }
+
     fn received(&self) -> Option<u64> {
         match self {
             ApiError::Upload(e) => e.received(),
@@ -203,8 +222,10 @@ impl ResponseError for ApiError {
         if status == StatusCode::INTERNAL_SERVER_ERROR || status == StatusCode::INSUFFICIENT_STORAGE
         {
             tracing::error!(error = %self, source = ?std::error::Error::source(self), "request failed");
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(error = %self, "request refused");
         }
-        let mut body = json!({ "error": self.code(), "message": self.to_string() });
+        let mut body = json!({ "error": self.code(), "message": self.client_message() });
         let mut response = HttpResponse::build(status);
         response.insert_header((header::CACHE_CONTROL, "no-store"));
         if let Some(received) = self.received() {

@@ -24,9 +24,17 @@ pub fn optional_count(
     name: &str,
     code: &'static str,
 ) -> Result<Option<u64>, ApiError> {
-    let Some(value) = headers.get(name) else {
+    let mut values = headers.get_all(name);
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    // Two different values leave the request ambiguous; neither is taken.
+    if values.any(|other| other != value) {
+        return Err(ApiError::bad_request(
+            code,
+            format!("{name} is given twice, with different values"),
+        ));
+    }
     value
         .to_str()
         .ok()

@@ -129,6 +129,13 @@ async fn malformed_offsets_are_400_invalid_offset() {
         (status, json(&body)["error"].clone()),
         (400, json!("invalid_offset"))
     );
+    // Two different offsets in one request: neither is taken.
+    let request = format!("PATCH /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpload-Offset: 0\r\nUpload-Offset: 1\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx");
+    let (status, _, body) = raw(server.port, request.as_bytes());
+    assert_eq!(
+        (status, json(&body)["error"].clone()),
+        (400, json!("invalid_offset"))
+    );
     assert_eq!(received(&server, &id).await, 0);
 }
 

@@ -125,6 +125,11 @@ async fn a_full_disk_answers_507_loses_no_byte_and_resumes_once_space_returns_on
     assert_eq!(full.status(), 507);
     let body: serde_json::Value = full.json().await.unwrap();
     assert_eq!(body["error"], "insufficient_storage");
+    let dir = disk.dir.path().to_string_lossy().into_owned();
+    assert!(
+        !body.to_string().contains(&dir) && !body.to_string().contains("/files/"),
+        "the answer shows a server path: {body}"
+    );
     let kept = received(&server, &b).await;
     assert!(kept < second.len() as u64);
     let on_disk = std::fs::metadata(disk.dir.path().join("files").join(&b))
