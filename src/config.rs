@@ -31,11 +31,16 @@ pub struct Config {
     #[arg(long, env = "RESUMABLE_EXPIRE_AFTER", default_value = "24h", value_parser = parse_duration)]
     pub expire_after: Duration,
 
+    /// How long a deleted or expired upload's id answers 410 before it is forgotten (404).
+    #[arg(long, env = "RESUMABLE_FORGET_AFTER", default_value = "30d", value_parser = parse_duration)]
+    pub forget_after: Duration,
+
     /// An append whose body sends nothing this long is ended; what it stored is kept.
     #[arg(long, env = "RESUMABLE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
     /// Refuse creates and appends (507) when the data directory's disk has less free space.
+    /// Default: 1 GiB or 5 % of the disk, whichever is smaller; `0` turns the check off.
     #[arg(long, env = "RESUMABLE_MIN_FREE_SPACE", value_parser = parse_size)]
     pub min_free_space: Option<u64>,
 

@@ -156,6 +156,24 @@ impl Db {
         Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
     }
 
+    /// Forgets removed uploads (and their tutorial file ids) removed before `before`, once
+    /// their bytes are gone: from then on their ids answer 404. Returns how many.
+    pub async fn forget_removed(&self, before: i64) -> Result<u64, DbError> {
+        let gone = "SELECT id FROM uploads WHERE removed_at IS NOT NULL AND removed_at < ? \
+                    AND bytes_removed_at IS NOT NULL";
+        sqlx::query(&format!(
+            "DELETE FROM tutorial_files WHERE upload_id IN ({gone})"
+        ))
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        let done = sqlx::query(&format!("DELETE FROM uploads WHERE id IN ({gone})"))
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Forgets an upload entirely, for a create that failed before anyone saw its id.
     pub async fn purge(&self, id: &str) -> Result<(), DbError> {
         sqlx::query("DELETE FROM uploads WHERE id = ?")
@@ -165,10 +183,10 @@ impl Db {
         Ok(())
     }
 
-    /// Incomplete uploads whose expiry time has passed.
+    /// Uploads (incomplete or failed) whose expiry time has passed.
     pub async fn expired_ids(&self, now: i64, limit: i64) -> Result<Vec<String>, DbError> {
         let rows = sqlx::query(
-            "SELECT id FROM uploads WHERE state = 'uploading' AND removed_at IS NULL \
+            "SELECT id FROM uploads WHERE removed_at IS NULL \
              AND expires_at IS NOT NULL AND expires_at <= ? LIMIT ?",
         )
         .bind(now)

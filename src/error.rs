@@ -139,7 +139,7 @@ fn upload_code(error: &UploadError) -> &'static str {
         UploadError::ShuttingDown { .. } => "shutting_down",
         UploadError::IdleTimeout { .. } => "idle_timeout",
         UploadError::Storage(e) if e.is_out_of_space() => "insufficient_storage",
-        UploadError::DiskFull { .. } => "insufficient_storage",
+        UploadError::DiskFull { .. } | UploadError::NoInodes { .. } => "insufficient_storage",
         UploadError::TooManyAppends | UploadError::TooManyClientAppends { .. } => {
             "too_many_appends"
         }
@@ -172,7 +172,9 @@ fn upload_status(error: &UploadError) -> StatusCode {
         UploadError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
         UploadError::IdleTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         UploadError::Storage(e) if e.is_out_of_space() => StatusCode::INSUFFICIENT_STORAGE,
-        UploadError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        UploadError::DiskFull { .. } | UploadError::NoInodes { .. } => {
+            StatusCode::INSUFFICIENT_STORAGE
+        }
         UploadError::TooManyAppends => StatusCode::SERVICE_UNAVAILABLE,
         UploadError::TooManyClientAppends { .. } => StatusCode::TOO_MANY_REQUESTS,
         UploadError::TooSlow { .. } => StatusCode::REQUEST_TIMEOUT,

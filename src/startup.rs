@@ -56,8 +56,13 @@ impl Application {
         let settings = Settings {
             max_upload_size: config.max_upload_size,
             expire_after: config.expire_after,
+            forget_after: config.forget_after,
             idle_timeout: config.idle_timeout,
-            min_free_space: config.min_free_space,
+            min_free_space: match config.min_free_space {
+                Some(0) => None,
+                Some(bytes) => Some(bytes),
+                None => Some((storage.space()?.total_bytes / 20).min(1 << 30)),
+            },
             max_appends: config.max_appends,
             max_appends_per_client: config.max_appends_per_client,
             min_body_rate: config
@@ -283,6 +288,11 @@ async fn sweep_expired(engine: Arc<Engine>) {
         // Bytes a removal could not delete (a failed unlink) are retried here.
         if let Err(e) = engine.purge_removed().await {
             warn!(error = %e, "purging removed uploads failed");
+        }
+        match engine.forget_removed().await {
+            Ok(0) => {}
+            Ok(forgotten) => info!(forgotten, "old tombstones forgotten"),
+            Err(e) => warn!(error = %e, "forgetting old tombstones failed"),
         }
     }
 }

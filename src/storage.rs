@@ -36,6 +36,15 @@ impl StorageError {
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
+/// What a file system has room for. Some (btrfs, some network ones) report no inodes at all.
+#[derive(Debug, Clone, Copy)]
+pub struct Space {
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    pub free_inodes: u64,
+    pub total_inodes: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Storage {
     dir: PathBuf,
@@ -121,6 +130,11 @@ impl Storage {
 
     /// Free bytes on the file system that holds the files (for unprivileged users).
     pub fn free_bytes(&self) -> Result<u64> {
+        self.space().map(|space| space.free_bytes)
+    }
+
+    /// Room on the file system that holds the files, in bytes and inodes.
+    pub fn space(&self) -> Result<Space> {
         use std::os::unix::ffi::OsStrExt;
         let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes())
             .map_err(|e| StorageError::new("statvfs", &self.dir, io::Error::other(e)))?;
@@ -136,7 +150,13 @@ impl Storage {
             }
             stat.assume_init()
         };
-        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+        let size = u64::from(stat.f_frsize);
+        Ok(Space {
+            free_bytes: u64::from(stat.f_bavail).saturating_mul(size),
+            total_bytes: u64::from(stat.f_blocks).saturating_mul(size),
+            free_inodes: u64::from(stat.f_favail),
+            total_inodes: u64::from(stat.f_files),
+        })
     }
 
     /// Checks the directory takes writes: creates, syncs and removes a probe file.

@@ -49,6 +49,8 @@ pub enum UploadError {
     IdleTimeout { received: u64 },
     #[error("the disk has {free} bytes free, less than the {min} kept in reserve")]
     DiskFull { free: u64, min: u64 },
+    #[error("the disk has {free} free inodes, less than the {min} kept in reserve")]
+    NoInodes { free: u64, min: u64 },
     #[error("too many uploads are streaming now; retry shortly")]
     TooManyAppends,
     #[error("this client already streams {limit} appends at once; retry when one ends")]

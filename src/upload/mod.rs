@@ -32,6 +32,8 @@ use model::{now_millis, to_hex, validate_name, without_bidi};
 pub struct Settings {
     pub max_upload_size: Option<u64>,
     pub expire_after: Duration,
+    /// How long a removed upload's tombstone is kept (its id answers 410, then 404).
+    pub forget_after: Duration,
     /// An append whose body sends nothing this long ends, keeping what it stored.
     pub idle_timeout: Duration,
     /// Creates and appends are refused while the disk has less free space than this.
@@ -116,14 +118,26 @@ impl Engine {
         blocking(move || storage.free_bytes()).await
     }
 
-    /// 507 while the disk is closer to full than --min-free-space allows.
+    /// 507 while the disk is closer to full than --min-free-space allows, or has fewer free
+    /// inodes than 1 % of them (at least 1,000): every upload is a file.
     async fn check_space(&self) -> Result<()> {
         let Some(min) = self.settings.min_free_space else {
             return Ok(());
         };
-        let free = self.disk_free().await?;
-        if free < min {
-            return Err(UploadError::DiskFull { free, min });
+        let storage = self.storage.clone();
+        let space = blocking(move || storage.space()).await?;
+        if space.free_bytes < min {
+            return Err(UploadError::DiskFull {
+                free: space.free_bytes,
+                min,
+            });
+        }
+        let min_inodes = (space.total_inodes / 100).max(1000);
+        if space.total_inodes > 0 && space.free_inodes < min_inodes {
+            return Err(UploadError::NoInodes {
+                free: space.free_inodes,
+                min: min_inodes,
+            });
         }
         Ok(())
     }
@@ -246,7 +260,7 @@ impl Engine {
         }
         Metrics::add(&self.metrics.created, 1);
         if row.size == Some(0) {
-            finish(&mut row, Sha256::new());
+            finish(&mut row, Sha256::new(), self.expiry_from(now));
             self.db.save_progress(&row).await?;
             self.count_finished(&row);
         }
@@ -521,7 +535,7 @@ impl Engine {
             row.size = Some(row.received);
         }
         if row.size == Some(row.received) {
-            finish(row, hasher);
+            finish(row, hasher, self.expiry_from(now));
         } else {
             row.hash_state = Some(checksum::save_state(&hasher));
             row.expires_at = Some(self.expiry_from(now));
@@ -618,6 +632,15 @@ impl Engine {
             warn!(upload = %id, error = %e, "removing the bytes of a removed upload failed; will retry");
         }
         recorded.is_ok()
+    }
+
+    /// Forgets tombstones older than --forget-after whose bytes are gone; returns how many.
+    pub async fn forget_removed(&self) -> Result<u64> {
+        let keep = i64::try_from(self.settings.forget_after.as_millis()).unwrap_or(i64::MAX);
+        Ok(self
+            .db
+            .forget_removed(now_millis().saturating_sub(keep))
+            .await?)
     }
 
     /// Deletes the bytes that removals cut short left behind; returns how many uploads.
@@ -744,7 +767,8 @@ impl Engine {
         let hasher = restore_hasher(&row)?;
         row.size = Some(row.received);
         row.updated_at = now_millis();
-        finish(&mut row, hasher);
+        let failed_expiry = self.expiry_from(row.updated_at);
+        finish(&mut row, hasher, failed_expiry);
         self.db.save_progress(&row).await?;
         self.count_finished(&row);
         let status = Status::from_row(&row);
@@ -854,8 +878,9 @@ impl Engine {
     }
 }
 
+/// Uploading and failed uploads expire; a complete one never does (its `expires_at` is null).
 fn is_expired(row: &UploadRow) -> bool {
-    row.state == State::Uploading.as_str() && row.expires_at.is_some_and(|at| at <= now_millis())
+    row.state != State::Complete.as_str() && row.expires_at.is_some_and(|at| at <= now_millis())
 }
 
 /// A place among the appends streaming now; freed on drop.
@@ -952,8 +977,9 @@ impl Watcher {
     }
 }
 
-/// Completes a row whose bytes have all arrived: digest, state, no more expiry.
-fn finish(row: &mut UploadRow, hasher: Sha256) {
+/// Completes a row whose bytes have all arrived: digest, state, and expiry: none when
+/// complete; a failed upload (its digest did not match) goes at `failed_expiry`.
+fn finish(row: &mut UploadRow, hasher: Sha256, failed_expiry: i64) {
     let digest = to_hex(&hasher.finalize());
     let matches = row.expected_sha256.as_ref().is_none_or(|e| *e == digest);
     row.state = if matches {
@@ -965,7 +991,7 @@ fn finish(row: &mut UploadRow, hasher: Sha256) {
     .into();
     row.sha256 = Some(digest);
     row.hash_state = None;
-    row.expires_at = None;
+    row.expires_at = (!matches).then_some(failed_expiry);
 }
 
 fn sha256_verdict(row: &UploadRow, status: Status) -> Result<Status> {

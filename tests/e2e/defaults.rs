@@ -164,3 +164,54 @@ async fn metrics_need_their_token_when_one_is_set() {
         .expect("an empty metrics token refuses to start");
     assert!(stderr.contains("empty token"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_failed_upload_expires_with_its_bytes() {
+    let server = TestServer::start_with(&["--expire-after", "1s"], &[]);
+    let created = create_json(
+        &server,
+        serde_json::json!({"name": "f.bin", "size": 3, "sha256": "0".repeat(64)}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(patch(&server, &id, 0, b"abc".to_vec()).await.status(), 422);
+    let failed = status(&server, &id).await;
+    assert_eq!(failed["state"], "failed");
+    assert!(failed["expires_at"].is_string(), "{failed}");
+    eventually(
+        Duration::from_secs(10),
+        "the failed upload to expire",
+        || async {
+            client()
+                .get(server.url(&format!("/uploads/{id}")))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 410
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(5), "its bytes to go", || async {
+        !server.file_path(&id).exists()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn removed_uploads_are_forgotten_after_forget_after() {
+    let server = TestServer::start_with(&["--forget-after", "1s", "--expire-after", "1s"], &[]);
+    let id = create(&server, "gone.bin", 10).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = server.url(&format!("/uploads/{id}"));
+    assert_eq!(client().delete(&url).send().await.unwrap().status(), 204);
+    assert_eq!(client().get(&url).send().await.unwrap().status(), 410);
+    eventually(
+        Duration::from_secs(10),
+        "the tombstone to be forgotten",
+        || async { client().get(&url).send().await.unwrap().status() == 404 },
+    )
+    .await;
+}
