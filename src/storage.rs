@@ -150,12 +150,11 @@ impl Storage {
             }
             stat.assume_init()
         };
-        let size = u64::from(stat.f_frsize);
         Ok(Space {
-            free_bytes: u64::from(stat.f_bavail).saturating_mul(size),
-            total_bytes: u64::from(stat.f_blocks).saturating_mul(size),
-            free_inodes: u64::from(stat.f_favail),
-            total_inodes: u64::from(stat.f_files),
+            free_bytes: stat.f_bavail.saturating_mul(stat.f_frsize),
+            total_bytes: stat.f_blocks.saturating_mul(stat.f_frsize),
+            free_inodes: stat.f_favail,
+            total_inodes: stat.f_files,
         })
     }
 
