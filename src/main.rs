@@ -10,7 +10,10 @@ async fn main() -> ExitCode {
     let config = Config::parse();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            // actix's dispatcher logs a client's malformed request at ERROR; a client's mistake
+            // is not the server's error, and each one is already answered 400.
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,actix_http::h1::dispatcher=off")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
