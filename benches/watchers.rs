@@ -164,7 +164,7 @@ fn timed_upload(port: u16, chunk: &[u8], size: u64, id: Option<&str>) -> Vec<(u6
     while offset < size {
         let n = (size - offset).min(chunk.len() as u64) as usize;
         let head = format!(
-            "PATCH /uploads/{id} HTTP/1.1\r\nHost: bench\r\nUpload-Offset: {offset}\r\nContent-Length: {n}\r\n\r\n"
+            "PATCH /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpload-Offset: {offset}\r\nContent-Length: {n}\r\n\r\n"
         );
         conn.write_all(head.as_bytes()).expect("patch head");
         conn.write_all(&chunk[..n]).expect("patch body");
@@ -244,7 +244,7 @@ async fn open_long_polls(port: u16, ids: &[String], count: usize) -> Vec<TcpStre
     let mut tasks = Vec::with_capacity(count);
     for i in 0..count {
         let request = format!(
-            "GET /uploads/{}/poll?received=0&timeout=60 HTTP/1.1\r\nHost: bench\r\n\r\n",
+            "GET /uploads/{}/poll?received=0&timeout=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
             ids[i % ids.len()]
         );
         let gate = gate.clone();

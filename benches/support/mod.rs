@@ -111,7 +111,7 @@ pub fn create(port: u16, size: u64) -> String {
 fn create_on(conn: &mut TcpStream, size: u64) -> String {
     let body = format!("{{\"name\":\"bench.bin\",\"size\":{size}}}");
     let request = format!(
-        "POST /uploads HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /uploads HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     conn.write_all(request.as_bytes()).expect("create");
@@ -135,7 +135,7 @@ pub fn upload_tus(port: u16, chunk: &[u8], size: u64) -> String {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     conn.set_nodelay(true).ok();
     let request = format!(
-        "POST /uploads HTTP/1.1\r\nHost: bench\r\nTus-Resumable: 1.0.0\r\nUpload-Length: {size}\r\nContent-Length: 0\r\n\r\n"
+        "POST /uploads HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\nUpload-Length: {size}\r\nContent-Length: 0\r\n\r\n"
     );
     conn.write_all(request.as_bytes()).expect("create");
     let (status, head) = read_head_and_body(&mut conn);
@@ -160,7 +160,7 @@ fn send_patches(conn: &mut TcpStream, id: &str, chunk: &[u8], size: u64, extra: 
     while offset < size {
         let n = (size - offset).min(chunk.len() as u64) as usize;
         let head = format!(
-            "PATCH /uploads/{id} HTTP/1.1\r\nHost: bench\r\n{extra}Upload-Offset: {offset}\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: {n}\r\n\r\n"
+            "PATCH /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Upload-Offset: {offset}\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: {n}\r\n\r\n"
         );
         conn.write_all(head.as_bytes()).expect("patch head");
         conn.write_all(&chunk[..n]).expect("patch body");
@@ -171,7 +171,7 @@ fn send_patches(conn: &mut TcpStream, id: &str, chunk: &[u8], size: u64, extra: 
 }
 
 fn get(conn: &mut TcpStream, path: &str) -> (u16, String) {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     conn.write_all(request.as_bytes()).expect("get");
     read_response(conn)
 }
