@@ -9,12 +9,7 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> ExitCode {
     let config = Config::parse();
     let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            // actix's dispatcher logs a client's malformed request at ERROR; a client's mistake
-            // is not the server's error, and each one is already answered 400.
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,actix_http::h1::dispatcher=off")),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if config.log_format == "json" {
@@ -38,4 +33,24 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `RUST_LOG` (default `info`), except that actix's reports of a client's malformed request,
+/// which it logs at ERROR, are off unless `RUST_LOG` names their module: a client's mistake is
+/// not the server's error, and each one is already answered (400, 431, a WebSocket close).
+fn log_filter() -> EnvFilter {
+    let named = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    for module in [
+        "actix_http::h1::dispatcher",
+        "actix_http::h1::decoder",
+        "actix_http::ws::codec",
+    ] {
+        if !named.contains(module) {
+            if let Ok(off) = format!("{module}=off").parse() {
+                filter = filter.add_directive(off);
+            }
+        }
+    }
+    filter
 }

@@ -28,6 +28,11 @@ impl Policy {
         allowed_origins: &[String],
     ) -> Policy {
         let port = bound.port();
+        if bound.ip().is_unspecified() && public_url.is_none() && allowed_hosts.is_empty() {
+            // Browsers name the service by the address they reached; the page's own writes
+            // carry that origin and would be refused.
+            tracing::warn!(%bound, "bound to every address, but no --public-url or --allowed-host names this service: pages loaded through any other name cannot upload (403 forbidden_origin)");
+        }
         let mut hosts = vec!["localhost".to_owned(), host_of_ip(bound)];
         hosts.extend(
             allowed_hosts
@@ -43,9 +48,7 @@ impl Policy {
                 )
             })
             .collect();
-        if let Some((scheme, authority)) =
-            public_url.and_then(|u| normalize(u.trim_end_matches('/')))
-        {
+        if let Some((scheme, authority)) = public_url.and_then(origin_of_url) {
             hosts.push(hostname(&authority));
             own.push((scheme, authority));
         }
@@ -73,6 +76,20 @@ impl Policy {
             self.hosts
                 .contains(&hostname(&h.trim().to_ascii_lowercase()))
         })
+    }
+
+    /// The service's own WebSocket origins (`ws://127.0.0.1:8080 ws://localhost:8080 …`), for
+    /// the page's `connect-src`: browsers without CSP 3 do not count `ws:` as `'self'`.
+    pub fn websocket_sources(&self) -> String {
+        self.own
+            .iter()
+            .filter_map(|(scheme, authority)| match scheme.as_str() {
+                "http" => Some(format!("ws://{authority}")),
+                "https" => Some(format!("wss://{authority}")),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Whether a request carrying this `Origin` may act here. `null` never may.
@@ -104,6 +121,15 @@ fn hostname(authority: &str) -> String {
             .map_or(authority.to_owned(), |(h, _)| format!("{h}]"));
     }
     authority.split(':').next().unwrap_or_default().to_owned()
+}
+
+/// The origin of a URL such as `--public-url`'s, whose path (a prefix under a reverse proxy)
+/// is no part of it.
+fn origin_of_url(url: &str) -> Option<(String, String)> {
+    let url = url.trim();
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    normalize(&format!("{scheme}://{authority}"))
 }
 
 /// `scheme://authority` lowercased, with the default port dropped; `None` for anything else
@@ -183,6 +209,23 @@ mod tests {
         let v6 = Policy::new("[::1]:8080".parse().unwrap(), None, &[], &[]);
         assert!(v6.host_allowed(Some("[::1]:8080")));
         assert!(v6.origin_allowed("http://[::1]:8080"));
+    }
+
+    #[test]
+    fn a_public_url_with_a_path_names_its_origin() {
+        let policy = Policy::new(
+            "127.0.0.1:8080".parse().unwrap(),
+            Some("https://example.com:8443/files/"),
+            &[],
+            &[],
+        );
+        assert!(policy.origin_allowed("https://example.com:8443"));
+        assert!(!policy.origin_allowed("https://example.com"));
+        assert!(policy.host_allowed(Some("example.com")));
+        assert_eq!(
+            policy.websocket_sources(),
+            "ws://localhost:8080 ws://127.0.0.1:8080 wss://example.com:8443"
+        );
     }
 
     #[test]

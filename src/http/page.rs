@@ -3,6 +3,7 @@
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
+use super::Ctx;
 use crate::error::ApiError;
 
 struct Asset {
@@ -24,17 +25,23 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
-/// The page loads only its own script and style, talks only to this origin (its WebSocket
-/// included: CSP 3's 'self' covers ws: on the same host), and no other site may frame it.
-const PAGE_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-    img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; \
-    object-src 'none'; frame-ancestors 'none'";
+/// The page loads only its own script and style (no inline code), talks only to this
+/// service, and no other site may frame it. Its WebSocket is named in `connect-src` too:
+/// CSP 3's 'self' covers `ws:` on the same host, older browsers' does not.
+fn page_policy(ctx: &Ctx) -> String {
+    format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self' {}; form-action 'self'; base-uri 'none'; object-src 'none'; \
+         frame-ancestors 'none'",
+        ctx.policy.websocket_sources()
+    )
+}
 
-pub async fn index() -> HttpResponse {
+pub async fn index(ctx: web::Data<Ctx>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header((header::CONTENT_SECURITY_POLICY, PAGE_POLICY))
+        .insert_header((header::CONTENT_SECURITY_POLICY, page_policy(&ctx)))
         .insert_header((header::X_FRAME_OPTIONS, "DENY"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .body(include_str!("../../static/index.html"))

@@ -19,7 +19,7 @@ use super::headers::{chunk_checksum, optional_count};
 use super::native::{detached, is_media_type, location, parse_id};
 use super::Ctx;
 use crate::error::ApiError;
-use crate::upload::model::validate_name;
+use crate::upload::model::{validate_name, without_bidi};
 use crate::upload::{AppendRequest, Engine, NewUpload, State, Status};
 
 pub const TUS_VERSION: &str = "1.0.0";
@@ -327,11 +327,7 @@ fn text_of(metadata: &[(String, Option<Vec<u8>>)], keys: &[&str]) -> Option<Stri
 fn name_from(metadata: &[(String, Option<Vec<u8>>)]) -> String {
     text_of(metadata, &["filename", "name"])
         .and_then(|name| {
-            let base = name
-                .rsplit(['/', '\\'])
-                .next()
-                .unwrap_or_default()
-                .to_owned();
+            let base = without_bidi(name.rsplit(['/', '\\']).next().unwrap_or_default());
             validate_name(&base).is_ok().then_some(base)
         })
         .unwrap_or_else(|| "upload".to_owned())
@@ -455,6 +451,8 @@ mod tests {
             parse_metadata(&format!("filename {}", STANDARD.encode("C:\\docs\\a.txt"))).unwrap();
         assert_eq!(name_from(&path), "a.txt");
         assert_eq!(name_from(&[]), "upload");
+        let bidi = parse_metadata(&format!("filename {}", STANDARD.encode("\u{202E}"))).unwrap();
+        assert_eq!(name_from(&bidi), "upload", "removed, not refused");
         assert!(parse_metadata("a b c").is_err());
         assert!(parse_metadata("a !!!").is_err());
         assert!(parse_metadata("a YQ==,a YQ==").is_err());

@@ -183,6 +183,8 @@ pub async fn websocket(
         .map_err(|e| ApiError::bad_request("invalid_websocket", e.to_string()))?;
     let (response, session, messages) = actix_ws::handle(&req, body)
         .map_err(|e| ApiError::bad_request("invalid_websocket", e.to_string()))?;
+    // A whole frame larger than this is refused too (actix checks it once the frame is in).
+    let messages = messages.max_frame_size(WS_CLIENT_PENDING_MAX);
     actix_web::rt::spawn(websocket_loop(session, messages, watcher, slot, pending));
     Ok(response)
 }
@@ -266,7 +268,10 @@ async fn websocket_loop(
                         return;
                     }
                 }
-                Some(Err(_)) if pending.get() > WS_CLIENT_PENDING_MAX => {
+                Some(Err(error))
+                    if pending.get() > WS_CLIENT_PENDING_MAX
+                        || matches!(error, actix_ws::ProtocolError::Overflow) =>
+                {
                     let _ = session
                         .close(Some(CloseReason {
                             code: CloseCode::Size,

@@ -4,5 +4,6 @@
 #[path = "../e2e/support.rs"]
 mod support;
 
+mod csp;
 mod harness;
 mod page;

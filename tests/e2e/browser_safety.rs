@@ -181,3 +181,179 @@ async fn bidi_controls_are_removed_from_names() {
     let id = location.rsplit('/').next().unwrap();
     assert_eq!(status(&server, id).await["name"], "ab.txt");
 }
+
+/// The status code a raw WebSocket handshake with these `Host` and `Origin` gets.
+fn websocket_handshake(port: u16, id: &str, host: &str, origin: &str) -> u16 {
+    let request = format!(
+        "GET /uploads/{id}/ws HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n\
+         Upgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    std::io::Write::write_all(&mut conn, request.as_bytes()).unwrap();
+    read_answer(&mut conn).0
+}
+
+#[tokio::test]
+async fn websockets_follow_the_same_origin_rule_scheme_and_port_included() {
+    let server = TestServer::start();
+    let id = create(&server, "w.bin", 10).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let port = server.port;
+    let other = port.wrapping_add(1).max(1);
+    let own = format!("127.0.0.1:{port}");
+    // Before, an origin matching the request's own Host passed: the Host is the client's word.
+    for (host, origin) in [
+        (own.clone(), format!("https://127.0.0.1:{port}")),
+        (own.clone(), format!("http://127.0.0.1:{other}")),
+        (
+            format!("127.0.0.1:{other}"),
+            format!("http://127.0.0.1:{other}"),
+        ),
+        (
+            format!("localhost:{other}"),
+            format!("http://localhost:{other}"),
+        ),
+        (own.clone(), "null".to_owned()),
+        (own.clone(), "https://evil.example".to_owned()),
+    ] {
+        let id = id.clone();
+        let code =
+            tokio::task::spawn_blocking(move || websocket_handshake(port, &id, &host, &origin))
+                .await
+                .unwrap();
+        assert_eq!(code, 403);
+    }
+    for origin in [
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+    ] {
+        let (id, host) = (id.clone(), own.clone());
+        let code =
+            tokio::task::spawn_blocking(move || websocket_handshake(port, &id, &host, &origin))
+                .await
+                .unwrap();
+        assert_eq!(code, 101);
+    }
+}
+
+#[tokio::test]
+async fn the_tutorial_protocol_and_method_overrides_are_covered_too() {
+    let server = TestServer::start_with(&["--tutorial-api"], &[]);
+    let appended = client()
+        .post(server.url("/upload"))
+        .header("Origin", "https://evil.example")
+        .header("X-File-Id", "a.txt-3-1700000000000")
+        .header("X-Start-Byte", "0")
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    refused(appended, 403, "forbidden_origin").await;
+    assert!(server.stored_files().is_empty(), "nothing was created");
+    let id = create(&server, "kept.bin", 10).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let overridden = client()
+        .post(server.url(&format!("/uploads/{id}")))
+        .header("Origin", "null")
+        .header("Tus-Resumable", "1.0.0")
+        .header("X-HTTP-Method-Override", "DELETE")
+        .send()
+        .await
+        .unwrap();
+    refused(overridden, 403, "forbidden_origin").await;
+    assert_eq!(status(&server, &id).await["state"], "uploading");
+    let own = client()
+        .post(server.url("/upload"))
+        .header("Origin", format!("http://127.0.0.1:{}", server.port))
+        .header("X-File-Id", "a.txt-3-1700000000000")
+        .header("X-Start-Byte", "0")
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+}
+
+#[tokio::test]
+async fn the_public_url_is_an_own_origin_and_the_page_may_reach_its_websocket() {
+    let server = TestServer::start_with(
+        &["--public-url", "https://files.example:8443/resumable/"],
+        &[],
+    );
+    let request = "POST /uploads HTTP/1.1\r\nHost: files.example:8443\r\n\
+                   Origin: https://files.example:8443\r\nContent-Type: application/json\r\n\
+                   Content-Length: 24\r\nConnection: close\r\n\r\n{\"name\": \"p\", \"size\": 1}";
+    let (code, head, body) = raw(server.port, request.as_bytes());
+    assert_eq!(code, 201, "{body}");
+    assert!(
+        header_of(&head, "location")
+            .is_some_and(|l| l.starts_with("https://files.example:8443/resumable/uploads/")),
+        "{head}"
+    );
+    let request = "POST /uploads HTTP/1.1\r\nHost: files.example:8443\r\n\
+                   Origin: http://files.example:8443\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    assert_eq!(
+        raw(server.port, request.as_bytes()).0,
+        403,
+        "another scheme"
+    );
+
+    let page = client().get(server.url("/")).send().await.unwrap();
+    let policy = page.headers()["content-security-policy"].to_str().unwrap();
+    let connect = policy
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("connect-src"))
+        .unwrap_or_default();
+    for source in [
+        "'self'".to_owned(),
+        format!("ws://127.0.0.1:{}", server.port),
+        format!("ws://localhost:{}", server.port),
+        "wss://files.example:8443".to_owned(),
+    ] {
+        assert!(
+            connect.split_whitespace().any(|s| s == source),
+            "{source} in {policy}"
+        );
+    }
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+}
+
+#[tokio::test]
+async fn a_tus_file_name_of_only_bidi_controls_is_cleaned_not_refused() {
+    let server = TestServer::start();
+    let tus = client()
+        .post(server.url("/uploads"))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", "1")
+        .header(
+            "Upload-Metadata",
+            format!("filename {}", b64("\u{202E}\u{200F}".as_bytes())),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tus.status(), 201);
+    let location = tus.headers()["location"].to_str().unwrap().to_owned();
+    let id = location.rsplit('/').next().unwrap();
+    assert_eq!(status(&server, id).await["name"], "upload");
+    let form = client()
+        .post(server.url("/uploads"))
+        .multipart(reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("photo\u{202E}gpj.exe"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 201);
+    let body: Value = form.json().await.unwrap();
+    assert_eq!(body["name"], "photogpj.exe");
+}

@@ -111,8 +111,11 @@ async fn watchers_never_take_the_descriptors_that_uploads_need() {
             conn.write_all(request.as_bytes()).unwrap();
             let code = status_line(&mut conn);
             *codes.entry(code).or_default() += 1;
-            if code == 200 {
-                streams.push(conn);
+            match code {
+                200 => streams.push(conn),
+                503 => {}
+                // Not answered (descriptors ran out): no point waiting on the rest.
+                _ => break,
             }
         }
         (streams, codes)
@@ -162,4 +165,41 @@ async fn a_closed_sse_client_frees_its_place_at_once() {
     )
     .await;
     println!("freed {:?} after the client closed", started.elapsed());
+
+    // A client that only says it is done (FIN, as a browser closing an EventSource that has
+    // read everything does), without a reset, is gone too.
+    let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    conn.write_all(request.as_bytes()).unwrap();
+    assert_eq!(status_line(&mut conn), 200);
+    wait_watchers(&server, "sse", 1).await;
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the half-closed SSE client's place to be freed",
+        || async { metric(&server, "resumable_watchers{channel=\"sse\"}").await == 0.0 },
+    )
+    .await;
+    drop(conn);
+}
+
+#[tokio::test]
+async fn a_closed_long_poll_client_frees_its_place_at_once() {
+    let server = TestServer::start();
+    let id = create(&server, "p.bin", 100).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut conn = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let request =
+        format!("GET /uploads/{id}/poll?received=0&timeout=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    conn.write_all(request.as_bytes()).unwrap();
+    wait_watchers(&server, "poll", 1).await;
+    drop(conn);
+    // Well before the poll's own timeout (60 s).
+    eventually(
+        Duration::from_secs(5),
+        "the long poll's place to be freed",
+        || async { metric(&server, "resumable_watchers{channel=\"poll\"}").await == 0.0 },
+    )
+    .await;
 }

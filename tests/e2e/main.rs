@@ -12,6 +12,7 @@ mod hostile;
 mod hostile_clients;
 mod integrity;
 mod limits;
+mod log_levels;
 mod metrics;
 mod resilience;
 mod slow_bodies;
