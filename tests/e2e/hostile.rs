@@ -288,17 +288,6 @@ fn attacks(port: u16, ids: &[String]) -> Vec<TcpStream> {
     held
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hundred_thousand_hostile_requests_get_no_5xx_and_leave_every_upload_consistent() {
     let server = TestServer::start_with(&["--idle-timeout", "1s", "--create-rate", "0"], &[]);
@@ -357,7 +346,7 @@ async fn a_hundred_thousand_hostile_requests_get_no_5xx_and_leave_every_upload_c
         tally.targets.extend(part.targets);
     }
     let took = started.elapsed();
-    let rss = rss_kib(server.pid());
+    let rss = server.rss_kib();
     drop(held);
     println!(
         "{} hostile requests in {took:?} beside the held attacks: {} answered below 500 (or 507), \

@@ -7,17 +7,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .expect("VmRSS")
-}
-
 #[tokio::test]
 async fn a_websocket_frame_claiming_to_be_huge_is_closed_with_1009_and_never_buffered() {
     let server = TestServer::start();
@@ -61,7 +50,7 @@ async fn a_websocket_frame_claiming_to_be_huge_is_closed_with_1009_and_never_buf
     })
     .await
     .unwrap();
-    let rss = rss_kib(server.pid());
+    let rss = server.rss_kib();
     println!(
         "sent {} MiB of the frame; close code {close_code:?}; server RSS {} MiB",
         sent >> 20,

@@ -464,3 +464,18 @@ impl TestServer {
         server
     }
 }
+
+impl TestServer {
+    /// The server process's resident memory, in KiB (VmRSS).
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .expect("VmRSS in /proc/PID/status")
+    }
+}
