@@ -49,8 +49,9 @@ impl CreateRate {
             return Ok(());
         }
         let wait = Duration::from_secs_f64((1.0 - *tokens) / rate);
+        // Rounded up: a client that waits exactly this long finds a token.
         Err(ApiError::RateLimited {
-            retry_after: wait.as_secs().max(1),
+            retry_after: (wait.as_secs_f64().ceil() as u64).max(1),
         })
     }
 }
