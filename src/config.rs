@@ -138,6 +138,19 @@ pub struct Config {
     pub public_url: Option<String>,
 }
 
+/// Settings that parse but cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the token file {0}: {1}")]
+    TokenFile(std::path::PathBuf, std::io::Error),
+    #[error("an empty token (--token, RESUMABLE_TOKEN, --metrics-token) would leave the service open to anyone; give a token, or none at all")]
+    EmptyToken,
+    #[error(
+        "the token file {0} has no token (blank lines and lines starting with # are comments)"
+    )]
+    NoTokenInFile(std::path::PathBuf),
+}
+
 impl Config {
     /// The database URL in force: the flag, or the SQLite file inside the data directory.
     pub fn database_url(&self) -> String {
@@ -147,29 +160,28 @@ impl Config {
         }
     }
 
-    /// Every accepted token: the flags' and the token files' lines.
     /// The metrics token, if set; an empty one is an error, like an empty --token.
-    pub fn metrics_token(&self) -> Result<Option<String>, crate::startup::StartupError> {
+    pub fn metrics_token(&self) -> Result<Option<String>, ConfigError> {
         match self.metrics_token.as_deref().map(str::trim) {
-            Some("") => Err(crate::startup::StartupError::EmptyToken),
+            Some("") => Err(ConfigError::EmptyToken),
             token => Ok(token.map(str::to_owned)),
         }
     }
 
+    /// Every accepted token: the flags' and the token files' lines.
     /// An empty token, or a token file with none, is an error rather than an open service:
     /// whoever set one meant creation to be closed. Blank and `#` lines in a file are comments.
-    pub fn tokens(&self) -> Result<Vec<String>, crate::startup::StartupError> {
-        use crate::startup::StartupError;
+    pub fn tokens(&self) -> Result<Vec<String>, ConfigError> {
         let mut tokens = Vec::new();
         for token in &self.token {
             if token.trim().is_empty() {
-                return Err(StartupError::EmptyToken);
+                return Err(ConfigError::EmptyToken);
             }
             tokens.push(token.trim().to_owned());
         }
         for path in &self.token_file {
             let text = std::fs::read_to_string(path)
-                .map_err(|e| StartupError::TokenFile(path.clone(), e))?;
+                .map_err(|e| ConfigError::TokenFile(path.clone(), e))?;
             let before = tokens.len();
             tokens.extend(
                 text.lines()
@@ -178,7 +190,7 @@ impl Config {
                     .map(str::to_owned),
             );
             if tokens.len() == before {
-                return Err(StartupError::NoTokenInFile(path.clone()));
+                return Err(ConfigError::NoTokenInFile(path.clone()));
             }
         }
         Ok(tokens)

@@ -6,18 +6,18 @@
 //! - [`error`]: the one place where errors become HTTP statuses and JSON.
 //! - [`http`]: routes and handlers; parses requests, calls the engine. No SQL, no file I/O.
 //! - [`upload`]: the engine, the rules of an upload; no HTTP types.
-//! - leaves: [`storage`] (the bytes), [`db`] (the metadata, the only SQL), [`hub`]
-//!   (progress publish/subscribe), [`metrics`] (counters for /metrics). They never import
-//!   each other.
+//! - leaves, each behind a trait so a second implementation can plug in: [`store`] (the
+//!   bytes), [`meta`] (the metadata; the only SQL), [`cluster`] (locks and progress
+//!   publish/subscribe). They never import each other. [`metrics`] counts for /metrics.
 //! - [`fault`]: named crash points that tests arm through an environment variable.
 
+pub mod cluster;
 pub mod config;
-pub mod db;
 pub mod error;
 pub mod fault;
 pub mod http;
-pub mod hub;
+pub mod meta;
 pub mod metrics;
 pub mod startup;
-pub mod storage;
+pub mod store;
 pub mod upload;

@@ -11,10 +11,11 @@ use actix_web::dev::{AppConfig, Extensions, Server, Service};
 use actix_web::{web, App};
 use tracing::{info, warn};
 
-use crate::config::Config;
-use crate::db::{Db, DbError};
+use crate::cluster::LocalCluster;
+use crate::config::{Config, ConfigError};
 use crate::http::{self, Ctx};
-use crate::storage::{Storage, StorageError};
+use crate::meta::{MetaError, SqliteMeta};
+use crate::store::{FsStore, Store, StoreError};
 use crate::upload::{Engine, MinRate, Settings, UploadError};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,21 +23,15 @@ pub enum StartupError {
     #[error("cannot create the data directory {0}: {1}")]
     DataDir(std::path::PathBuf, std::io::Error),
     #[error(transparent)]
-    Db(#[from] DbError),
+    Config(#[from] ConfigError),
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("repairing uploads after a crash: {0}")]
     Reconcile(#[from] UploadError),
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
-    #[error("cannot read the token file {0}: {1}")]
-    TokenFile(std::path::PathBuf, std::io::Error),
-    #[error("an empty token (--token, RESUMABLE_TOKEN, --metrics-token) would leave the service open to anyone; give a token, or none at all")]
-    EmptyToken,
-    #[error(
-        "the token file {0} has no token (blank lines and lines starting with # are comments)"
-    )]
-    NoTokenInFile(std::path::PathBuf),
     #[error("{0} is reachable from other machines and no --token is set: add --token or --token-file, or --allow-anonymous to let anyone create uploads")]
     AnonymousOnPublicAddress(SocketAddr),
 }
@@ -51,8 +46,8 @@ impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartupError::DataDir(config.data_dir.clone(), e))?;
-        let db = Db::connect(&config.database_url()).await?;
-        let storage = Storage::open(&config.data_dir)?;
+        let meta = SqliteMeta::connect(&config.database_url()).await?;
+        let store = FsStore::open(&config.data_dir)?;
         let settings = Settings {
             max_upload_size: config.max_upload_size,
             expire_after: config.expire_after,
@@ -61,7 +56,11 @@ impl Application {
             min_free_space: match config.min_free_space {
                 Some(0) => None,
                 Some(bytes) => Some(bytes),
-                None => Some((storage.space()?.total_bytes / 20).min(1 << 30)),
+                // 5 % of the disk, at most 1 GiB; nothing for a store without a disk.
+                None => store
+                    .space()
+                    .await?
+                    .map(|space| (space.total_bytes / 20).min(1 << 30)),
             },
             max_appends: config.max_appends,
             max_appends_per_client: config.max_appends_per_client,
@@ -70,7 +69,12 @@ impl Application {
                 .0
                 .map(|(bytes, window)| MinRate { bytes, window }),
         };
-        let engine = Arc::new(Engine::new(db, storage, settings));
+        let engine = Arc::new(Engine::new(
+            Arc::new(meta),
+            Arc::new(store),
+            Arc::new(LocalCluster::default()),
+            settings,
+        ));
         let repaired = engine.reconcile().await?;
         if repaired > 0 {
             warn!(repaired, "uploads repaired after an unclean stop");

@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 
 use super::native::is_media_type;
 use crate::error::ApiError;
-use crate::upload::model::parse_sha256_hex;
+use crate::upload::input::parse_sha256_hex;
 use crate::upload::{Engine, NewUpload, Status, Streamed};
 
 /// Text fields (`name`, `sha256`) are short; anything longer is a mistake.

@@ -13,7 +13,7 @@ use super::range::{self, RangeAnswer};
 use super::tus::{self, Protocol};
 use super::{multipart, Ctx};
 use crate::error::ApiError;
-use crate::upload::model::parse_sha256_hex;
+use crate::upload::input::parse_sha256_hex;
 use crate::upload::{AppendRequest, Engine, NewUpload, Status, UploadId};
 
 /// A JSON creation body is a few hundred bytes; this is generous.
@@ -287,8 +287,9 @@ pub async fn content(
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let (status, file) = engine.content(id).await?;
-    let len = status.size.unwrap_or(status.received);
+    let content = engine.content(id).await?;
+    let status = content.status.clone();
+    let len = content.len();
     let etag = format!("\"{}\"", status.sha256.as_deref().unwrap_or_default());
     let header_text = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
 
@@ -323,7 +324,7 @@ pub async fn content(
         }
         RangeAnswer::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable { len }),
     };
-    let body = file_section(file, start, count).await?;
+    let body = content.stream(start, count).await?;
     Ok(response.no_chunking(count).streaming(body))
 }
 
@@ -359,23 +360,6 @@ fn content_disposition(name: &str) -> ContentDisposition {
     }
 }
 
-async fn file_section(
-    file: std::fs::File,
-    start: u64,
-    count: u64,
-) -> Result<impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>>, ApiError> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let mut file = tokio::fs::File::from_std(file);
-    file.seek(std::io::SeekFrom::Start(start))
-        .await
-        .map_err(|e| ApiError::Internal(format!("seeking in the stored file: {e}")))?;
-    // 64 KiB reads: a download the client stops reading holds about that, not a quarter MiB.
-    Ok(tokio_util::io::ReaderStream::with_capacity(
-        file.take(count),
-        64 * 1024,
-    ))
-}
-
 /// `GET /metrics`: Prometheus text format.
 /// `GET /metrics`: with --metrics-token, for its bearer only; without, for loopback only.
 pub async fn metrics(
@@ -388,7 +372,7 @@ pub async fn metrics(
         None if req.peer_addr().is_some_and(|a| a.ip().is_loopback()) => {}
         None => return Err(ApiError::MetricsLoopbackOnly),
     }
-    let free = engine.disk_free().await.ok();
+    let free = engine.disk_free().await.ok().flatten();
     Ok(HttpResponse::Ok()
         .insert_header((
             header::CONTENT_TYPE,

@@ -19,7 +19,7 @@ use super::headers::{chunk_checksum, optional_count};
 use super::native::{detached, is_media_type, location, parse_id};
 use super::Ctx;
 use crate::error::ApiError;
-use crate::upload::model::{validate_name, without_bidi};
+use crate::upload::input::{validate_name, without_bidi};
 use crate::upload::{AppendRequest, Engine, NewUpload, State, Status};
 
 pub const TUS_VERSION: &str = "1.0.0";
@@ -343,7 +343,8 @@ pub fn progress_headers(
 ) {
     match protocol {
         Protocol::Tus => {
-            if let Some(expires) = status.expires_at.as_deref().and_then(http_date) {
+            if let Some(expires) = status.expires_at {
+                let expires = HttpDate::from(expires).to_string();
                 response.insert_header(("Upload-Expires", expires));
             }
         }
@@ -373,18 +374,11 @@ fn upload_limit(status: &Status, max_size: Option<u64>) -> Option<String> {
     }
     let left = status
         .expires_at
-        .as_deref()
-        .and_then(|at| humantime::parse_rfc3339(at).ok())
         .and_then(|at| at.duration_since(SystemTime::now()).ok());
     if let Some(left) = left {
         members.push(format!("max-age={}", left.as_secs()));
     }
     (!members.is_empty()).then(|| members.join(", "))
-}
-
-fn http_date(rfc3339: &str) -> Option<String> {
-    let time: SystemTime = humantime::parse_rfc3339(rfc3339).ok()?;
-    Some(HttpDate::from(time).to_string())
 }
 
 /// The request's append parameters beyond the native ones: the draft's `Upload-Complete: ?1`

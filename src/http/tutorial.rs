@@ -9,7 +9,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::headers::{optional_count, parse_count};
 use super::native::{detached, parse_id};
 use crate::error::ApiError;
-use crate::upload::{AppendRequest, Engine, UploadError};
+use crate::upload::input::validate_name;
+use crate::upload::{AppendRequest, Engine, NewUpload, UploadError};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/status", web::get().to(status))
@@ -26,6 +27,23 @@ fn file_id(req: &HttpRequest) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::bad_request("invalid_file_id", "the X-File-Id header is required"))
 }
 
+/// The tutorial's ids read `<name>-<size>-<lastModified>`; where one does, its name and size
+/// describe the new upload.
+fn new_upload(file_id: &str) -> NewUpload {
+    let mut parts = file_id.rsplitn(3, '-');
+    let (_modified, size, name) = (parts.next(), parts.next(), parts.next());
+    let size = size.and_then(|s| s.parse::<u64>().ok());
+    let name = name
+        .filter(|n| size.is_some() && validate_name(n).is_ok())
+        .unwrap_or("upload")
+        .to_owned();
+    NewUpload {
+        name,
+        size,
+        ..NewUpload::default()
+    }
+}
+
 fn plain(text: String) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/plain; charset=utf-8"))
@@ -36,7 +54,7 @@ fn plain(text: String) -> HttpResponse {
 /// `GET /status`: the bytes received for the file id, `0` for one never seen.
 async fn status(req: HttpRequest, engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
     let id = file_id(&req)?;
-    let received = engine.tutorial_upload(&id).await?.map_or(0, |s| s.received);
+    let received = engine.find_by_key(&id).await?.map_or(0, |s| s.received);
     Ok(plain(received.to_string()))
 }
 
@@ -58,12 +76,12 @@ async fn upload(
             ApiError::bad_request("invalid_start_byte", "X-Start-Byte must be a byte count")
         })?;
     let content_length = optional_count(req.headers(), "Content-Length", "invalid_content_length")?;
-    let status = match engine.tutorial_upload(&id).await? {
+    let status = match engine.find_by_key(&id).await? {
         Some(status) => status,
         None if start == 0 => {
             ctx.tokens.check(&req)?;
             ctx.create_rate.check(req.peer_addr().map(|a| a.ip()))?;
-            engine.tutorial_create(&id).await?
+            engine.create_for_key(&id, new_upload(&id)).await?
         }
         None => {
             return Err(ApiError::bad_request(

@@ -1,7 +1,7 @@
 //! The engine's one error type. `error.rs` at the crate root maps it to HTTP.
 
-use crate::db::DbError;
-use crate::storage::StorageError;
+use crate::meta::MetaError;
+use crate::store::StoreError;
 
 use super::model::Status;
 
@@ -58,9 +58,9 @@ pub enum UploadError {
     #[error("the body arrived more slowly than the server accepts; what arrived is kept")]
     TooSlow { received: u64 },
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Storage(#[from] StoreError),
     #[error(transparent)]
-    Db(#[from] DbError),
+    Db(#[from] MetaError),
     #[error("internal error: {0}")]
     Internal(String),
 }

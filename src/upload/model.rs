@@ -1,13 +1,12 @@
-//! The upload's identity, state and the one status shape every endpoint and channel shows.
+//! The upload's identity, its state, the upload as the engine sees it, and the one status
+//! shape every endpoint and channel shows.
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use uuid::Uuid;
-
-use crate::db::UploadRow;
 
 /// A random UUID v4, always written lowercase with hyphens. Knowing it is the capability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,9 +81,12 @@ pub struct Status {
     pub content_type: Option<String>,
     pub expected_sha256: Option<String>,
     pub sha256: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
-    pub expires_at: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: SystemTime,
+    #[serde(serialize_with = "rfc3339")]
+    pub updated_at: SystemTime,
+    #[serde(serialize_with = "optional_rfc3339")]
+    pub expires_at: Option<SystemTime>,
     /// `deleted` or `expired` in the last message watchers get about a removed upload.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub removed: Option<String>,
@@ -99,90 +101,76 @@ impl Status {
         self.state != State::Uploading || self.removed.is_some()
     }
 
-    pub fn from_row(row: &UploadRow) -> Status {
+    pub fn of(upload: &Upload) -> Status {
         Status {
-            id: row.id.clone(),
-            name: row.name.clone(),
-            size: row.size,
-            received: row.received,
-            state: State::parse(&row.state).unwrap_or(State::Failed),
-            content_type: row.content_type.clone(),
-            expected_sha256: row.expected_sha256.clone(),
-            sha256: row.sha256.clone(),
-            created_at: rfc3339(row.created_at),
-            updated_at: rfc3339(row.updated_at),
-            expires_at: row.expires_at.map(rfc3339),
+            id: upload.id.to_string(),
+            name: upload.name.clone(),
+            size: upload.size,
+            received: upload.received,
+            state: upload.state,
+            content_type: upload.content_type.clone(),
+            expected_sha256: upload.expected_sha256.clone(),
+            sha256: upload.sha256.clone(),
+            created_at: upload.created_at,
+            updated_at: upload.updated_at,
+            expires_at: upload.expires_at,
             removed: None,
-            metadata: row.metadata.clone(),
+            metadata: upload.metadata.clone(),
         }
     }
 }
 
-/// Milliseconds since the epoch, the unit the database stores.
-pub fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+/// One upload as the engine keeps it; each metadata backend maps it to its own rows.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub id: UploadId,
+    pub name: String,
+    /// `None` while the size is deferred (tus `Upload-Defer-Length`, a streamed form part).
+    pub size: Option<u64>,
+    /// Bytes durable in the store and committed; never runs ahead of them.
+    pub received: u64,
+    pub state: State,
+    pub content_type: Option<String>,
+    pub expected_sha256: Option<String>,
+    pub sha256: Option<String>,
+    /// The SHA-256 state after `received` bytes, so any append can carry on hashing.
+    pub hash_state: Option<Vec<u8>>,
+    /// tus `Upload-Metadata` exactly as the client sent it.
+    pub metadata: Option<String>,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+    /// When an uploading or failed upload is removed; a complete one never expires.
+    pub expires_at: Option<SystemTime>,
+    /// Set on a tombstone: the id answers 410 until it is forgotten.
+    pub removed_at: Option<SystemTime>,
 }
 
-pub fn rfc3339(millis: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0));
-    humantime::format_rfc3339_seconds(time).to_string()
+impl Upload {
+    /// Uploading and failed uploads expire; a complete one never does.
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        self.state != State::Complete && self.expires_at.is_some_and(|at| at <= now)
+    }
 }
 
-/// Validates a client's file name: 1–255 bytes, a base name with no separators or controls.
-/// The name without bidirectional controls, which can make `exe.txt` display as `txt.exe`.
-pub fn without_bidi(name: &str) -> String {
-    name.chars()
-        .filter(|c| {
-            !matches!(
-                c,
-                '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
-            )
-        })
-        .collect()
+/// RFC 3339 in UTC to the second, as API.md writes times.
+fn rfc3339<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_rfc3339_seconds(*time))
 }
 
-pub fn validate_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("name must not be empty");
+fn optional_rfc3339<S: Serializer>(
+    time: &Option<SystemTime>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match time {
+        Some(time) => rfc3339(time, serializer),
+        None => serializer.serialize_none(),
     }
-    if name.len() > 255 {
-        return Err("name must be at most 255 bytes");
-    }
-    if name.contains(['/', '\\']) {
-        return Err("name must be a base name, without '/' or '\\'");
-    }
-    if name.chars().any(char::is_control) {
-        return Err("name must not contain control characters");
-    }
-    if name == "." || name == ".." {
-        return Err("name must not be '.' or '..'");
-    }
-    Ok(())
-}
-
-/// Lowercase hex, the form API.md uses for digests.
-pub fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(DIGITS[usize::from(byte >> 4)] as char);
-        out.push(DIGITS[usize::from(byte & 0xf)] as char);
-    }
-    out
-}
-
-/// A declared whole-file digest: 64 hex digits, stored lowercase.
-pub fn parse_sha256_hex(text: &str) -> Option<String> {
-    (text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| text.to_ascii_lowercase())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn ids_must_be_canonical() {
@@ -195,43 +183,27 @@ mod tests {
     }
 
     #[test]
-    fn names_are_base_names() {
-        assert!(validate_name("movie.mp4").is_ok());
-        assert_eq!(without_bidi("invoice\u{202E}fdp.exe"), "invoicefdp.exe");
-        assert_eq!(without_bidi("\u{2067}a\u{2069}\u{200F}b\u{061C}"), "ab");
-        assert_eq!(without_bidi("fête.txt"), "fête.txt");
-        assert!(validate_name("fête.txt").is_ok());
-        for bad in ["", "../x", "a/b", "a\\b", "a\nb", "a\u{7f}", "..", "."] {
-            assert!(validate_name(bad).is_err(), "{bad:?}");
-        }
-        assert!(validate_name(&"a".repeat(255)).is_ok());
-        assert!(validate_name(&"a".repeat(256)).is_err());
-    }
-
-    #[test]
-    fn times_are_rfc3339_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_795_543_200_999), "2026-11-24T18:00:00Z");
-    }
-}
-
-#[cfg(test)]
-mod properties {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        #[test]
-        fn ids_and_names_and_digests_take_any_text(text in ".{0,300}") {
-            if let Ok(id) = text.parse::<UploadId>() {
-                prop_assert_eq!(id.to_string(), text.clone());
-            }
-            if validate_name(&text).is_ok() {
-                prop_assert!(!text.is_empty() && text.len() <= 255 && !text.contains('/'));
-            }
-            if let Some(hex) = parse_sha256_hex(&text) {
-                prop_assert_eq!(hex.len(), 64);
-            }
-        }
+    fn times_are_rfc3339_utc_to_the_second() {
+        let at = |millis| UNIX_EPOCH + Duration::from_millis(millis);
+        let upload = Upload {
+            id: UploadId::new_random(),
+            name: "a".into(),
+            size: None,
+            received: 0,
+            state: State::Uploading,
+            content_type: None,
+            expected_sha256: None,
+            sha256: None,
+            hash_state: None,
+            metadata: None,
+            created_at: at(0),
+            updated_at: at(1_795_543_200_999),
+            expires_at: None,
+            removed_at: None,
+        };
+        let json = serde_json::to_value(Status::of(&upload)).unwrap();
+        assert_eq!(json["created_at"], "1970-01-01T00:00:00Z");
+        assert_eq!(json["updated_at"], "2026-11-24T18:00:00Z");
+        assert!(json["expires_at"].is_null());
     }
 }

@@ -1,171 +1,10 @@
-//! The uploaded bytes: one file per upload under `<data-dir>/files`.
-//!
-//! Every function here blocks; the engine calls them from blocking threads.
+//! Appends to one file: O_DIRECT for whole blocks, the page cache for the edges.
 
-use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, thiserror::Error)]
-#[error("{action} {path}: {source}")]
-pub struct StorageError {
-    action: &'static str,
-    path: PathBuf,
-    #[source]
-    source: io::Error,
-}
-
-impl StorageError {
-    fn new(action: &'static str, path: &Path, source: io::Error) -> Self {
-        StorageError {
-            action,
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-
-    /// True when the disk is full or over quota, which a client may retry later.
-    pub fn is_out_of_space(&self) -> bool {
-        matches!(
-            self.source.raw_os_error(),
-            Some(libc::ENOSPC) | Some(libc::EDQUOT)
-        )
-    }
-}
-
-pub type Result<T> = std::result::Result<T, StorageError>;
-
-/// What a file system has room for. Some (btrfs, some network ones) report no inodes at all.
-#[derive(Debug, Clone, Copy)]
-pub struct Space {
-    pub free_bytes: u64,
-    pub total_bytes: u64,
-    pub free_inodes: u64,
-    pub total_inodes: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct Storage {
-    dir: PathBuf,
-}
-
-impl Storage {
-    pub fn open(data_dir: &Path) -> Result<Storage> {
-        let dir = data_dir.join("files");
-        fs::create_dir_all(&dir).map_err(|e| StorageError::new("create", &dir, e))?;
-        Ok(Storage { dir })
-    }
-
-    fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(id)
-    }
-
-    /// Creates the empty file and makes its directory entry durable.
-    pub fn create(&self, id: &str) -> Result<()> {
-        let path = self.path(id);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| StorageError::new("create", &path, e))?;
-        file.sync_all()
-            .map_err(|e| StorageError::new("sync", &path, e))?;
-        self.sync_dir()
-    }
-
-    fn sync_dir(&self) -> Result<()> {
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StorageError::new("sync", &self.dir, e))
-    }
-
-    /// The file's length, or `None` when it does not exist.
-    pub fn len(&self, id: &str) -> Result<Option<u64>> {
-        let path = self.path(id);
-        match fs::metadata(&path) {
-            Ok(meta) => Ok(Some(meta.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StorageError::new("stat", &path, e)),
-        }
-    }
-
-    /// Cuts (or extends with zeros, which callers never ask for) the file to `len`, durably.
-    pub fn truncate(&self, id: &str, len: u64) -> Result<()> {
-        let path = self.path(id);
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| StorageError::new("open", &path, e))?;
-        file.set_len(len)
-            .and_then(|_| file.sync_all())
-            .map_err(|e| StorageError::new("truncate", &path, e))
-    }
-
-    /// Removes the file durably; a file already gone is not an error.
-    pub fn remove(&self, id: &str) -> Result<()> {
-        let path = self.path(id);
-        match fs::remove_file(&path) {
-            // Synced, so the removal is not undone by a power cut after it is recorded.
-            Ok(()) => self.sync_dir(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StorageError::new("remove", &path, e)),
-        }
-    }
-
-    pub fn open_read(&self, id: &str) -> Result<File> {
-        let path = self.path(id);
-        File::open(&path).map_err(|e| StorageError::new("open", &path, e))
-    }
-
-    /// Opens the file for appending at `offset` (the durable length).
-    pub fn open_append(&self, id: &str, offset: u64) -> Result<FileWriter> {
-        let path = self.path(id);
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| StorageError::new("open", &path, e))?;
-        Ok(FileWriter::new(file, path, offset))
-    }
-
-    /// Free bytes on the file system that holds the files (for unprivileged users).
-    pub fn free_bytes(&self) -> Result<u64> {
-        self.space().map(|space| space.free_bytes)
-    }
-
-    /// Room on the file system that holds the files, in bytes and inodes.
-    pub fn space(&self) -> Result<Space> {
-        use std::os::unix::ffi::OsStrExt;
-        let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes())
-            .map_err(|e| StorageError::new("statvfs", &self.dir, io::Error::other(e)))?;
-        let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-        // SAFETY: `path` is NUL-terminated and `stat` is written by the call before being read.
-        let stat = unsafe {
-            if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
-                return Err(StorageError::new(
-                    "statvfs",
-                    &self.dir,
-                    io::Error::last_os_error(),
-                ));
-            }
-            stat.assume_init()
-        };
-        Ok(Space {
-            free_bytes: stat.f_bavail.saturating_mul(stat.f_frsize),
-            total_bytes: stat.f_blocks.saturating_mul(stat.f_frsize),
-            free_inodes: stat.f_favail,
-            total_inodes: stat.f_files,
-        })
-    }
-
-    /// Checks the directory takes writes: creates, syncs and removes a probe file.
-    pub fn check_writable(&self) -> Result<()> {
-        let probe = self.dir.join(".healthz");
-        fs::write(&probe, b"ok")
-            .and_then(|_| fs::remove_file(&probe))
-            .map_err(|e| StorageError::new("write", &probe, e))
-    }
-}
+use super::{Result, Sink, StoreError};
 
 /// How far behind the write position pages are waited for and dropped from the page cache
 /// (buffered writing only).
@@ -196,7 +35,7 @@ pub struct FileWriter {
 }
 
 impl FileWriter {
-    fn new(file: File, path: PathBuf, offset: u64) -> FileWriter {
+    pub fn new(file: File, path: PathBuf, offset: u64) -> FileWriter {
         let direct = open_direct(&path).and_then(|f| Some((f, AlignedBuf::new(STAGE_BYTES)?)));
         FileWriter {
             file,
@@ -208,41 +47,10 @@ impl FileWriter {
         }
     }
 
-    pub fn position(&self) -> u64 {
-        self.position
-    }
-
-    pub fn write(&mut self, mut buf: &[u8]) -> Result<()> {
-        while !buf.is_empty() {
-            let Some((_, stage)) = self.direct.as_mut() else {
-                return self.write_buffered(buf);
-            };
-            if stage.is_empty() {
-                let misalignment = (self.position % ALIGN as u64) as usize;
-                if misalignment != 0 {
-                    // The unaligned head of an append completes its block through the cache.
-                    let n = buf.len().min(ALIGN - misalignment);
-                    self.write_at(&buf[..n], self.position)?;
-                    self.position += n as u64;
-                    buf = &buf[n..];
-                    continue;
-                }
-                self.stage_start = self.position;
-            }
-            let n = stage.push(buf);
-            self.position += n as u64;
-            buf = &buf[n..];
-            if stage.is_full() {
-                self.flush_stage()?;
-            }
-        }
-        Ok(())
-    }
-
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         self.file
             .write_all_at(buf, offset)
-            .map_err(|e| StorageError::new("write", &self.path, e))
+            .map_err(|e| StoreError::new("write", self.path.display(), e))
     }
 
     fn write_buffered(&mut self, buf: &[u8]) -> Result<()> {
@@ -271,7 +79,7 @@ impl FileWriter {
                 Ok(()) => written = aligned,
                 // A file system may refuse direct I/O only at write time: carry on buffered.
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                Err(e) => return Err(StorageError::new("write", &self.path, e)),
+                Err(e) => return Err(StoreError::new("write", self.path.display(), e)),
             }
         }
         let rest = staged[written..].to_vec();
@@ -285,24 +93,57 @@ impl FileWriter {
         }
         Ok(())
     }
+}
+
+impl Sink for FileWriter {
+    fn position(&self) -> u64 {
+        self.position
+    }
+
+    fn write(&mut self, mut buf: &[u8]) -> Result<()> {
+        while !buf.is_empty() {
+            let Some((_, stage)) = self.direct.as_mut() else {
+                return self.write_buffered(buf);
+            };
+            if stage.is_empty() {
+                let misalignment = (self.position % ALIGN as u64) as usize;
+                if misalignment != 0 {
+                    // The unaligned head of an append completes its block through the cache.
+                    let n = buf.len().min(ALIGN - misalignment);
+                    self.write_at(&buf[..n], self.position)?;
+                    self.position += n as u64;
+                    buf = &buf[n..];
+                    continue;
+                }
+                self.stage_start = self.position;
+            }
+            let n = stage.push(buf);
+            self.position += n as u64;
+            buf = &buf[n..];
+            if stage.is_full() {
+                self.flush_stage()?;
+            }
+        }
+        Ok(())
+    }
 
     /// Makes every byte written so far durable.
-    pub fn sync(&mut self) -> Result<()> {
+    fn sync(&mut self) -> Result<()> {
         self.flush_stage()?;
         self.file
             .sync_data()
-            .map_err(|e| StorageError::new("sync", &self.path, e))
+            .map_err(|e| StoreError::new("sync", self.path.display(), e))
     }
 
     /// Discards everything past `len` (a chunk that failed its checksum, or a failed write).
-    pub fn truncate_to(&mut self, len: u64) -> Result<()> {
+    fn truncate_to(&mut self, len: u64) -> Result<()> {
         if let Some((_, stage)) = self.direct.as_mut() {
             stage.clear();
         }
         self.file
             .set_len(len)
             .and_then(|_| self.file.sync_all())
-            .map_err(|e| StorageError::new("truncate", &self.path, e))?;
+            .map_err(|e| StoreError::new("truncate", self.path.display(), e))?;
         self.position = len;
         self.dropped_to = self.dropped_to.min(len);
         Ok(())

@@ -75,10 +75,6 @@ impl<T: Clone> Hub<T> {
             .is_some_and(|sender| sender.receiver_count() > 0)
     }
 
-    pub fn watched(&self) -> usize {
-        self.lock().len()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<T>>> {
         // A panic while holding this lock leaves the map consistent, so poisoning is ignored.
         self.channels

@@ -1,0 +1,68 @@
+//! The metadata of uploads, behind one trait; the only SQL in the tree is below this module.
+//!
+//! [`sqlite::SqliteMeta`] is the first implementation; PostgreSQL is meant to be the second.
+//! The trait speaks the engine's model ([`Upload`], typed state, real times); how a backend
+//! lays that out in rows stays inside its own file.
+
+mod sqlite;
+
+use std::time::SystemTime;
+
+use crate::upload::model::{Upload, UploadId};
+
+pub use sqlite::SqliteMeta;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored value out of range in column {0}")]
+    OutOfRange(&'static str),
+}
+
+pub type Result<T> = std::result::Result<T, MetaError>;
+
+#[async_trait::async_trait]
+pub trait Meta: Send + Sync + 'static {
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<()>;
+
+    async fn insert(&self, upload: &Upload) -> Result<()>;
+
+    /// The upload with this id, removed or not; `None` once it is forgotten (or never was).
+    async fn get(&self, id: UploadId) -> Result<Option<Upload>>;
+
+    /// Writes everything an append or a finish changes, atomically.
+    async fn save_progress(&self, upload: &Upload) -> Result<()>;
+
+    /// Keeps the upload as a tombstone, so its id answers 410 from now on.
+    async fn mark_removed(&self, id: UploadId, reason: &str, at: SystemTime) -> Result<()>;
+
+    /// Records that a removed upload's bytes are gone.
+    async fn mark_bytes_removed(&self, id: UploadId, at: SystemTime) -> Result<()>;
+
+    /// Removed uploads whose bytes may still be stored (the removal was cut short).
+    async fn removed_with_bytes(&self, limit: u32) -> Result<Vec<UploadId>>;
+
+    /// Forgets tombstones removed before `before` whose bytes are gone (their client keys
+    /// too): from then on their ids answer 404. Returns how many.
+    async fn forget_removed(&self, before: SystemTime) -> Result<u64>;
+
+    /// Forgets an upload entirely, for a create that failed before anyone saw its id.
+    async fn purge(&self, id: UploadId) -> Result<()>;
+
+    /// Live uploads (incomplete or failed) whose expiry time is at or before `now`.
+    async fn expired(&self, now: SystemTime, limit: u32) -> Result<Vec<UploadId>>;
+
+    /// Every live upload still receiving bytes: what start-up reconciles with the store.
+    async fn unfinished(&self) -> Result<Vec<Upload>>;
+
+    /// The upload a client's own key for a file maps to.
+    async fn key_upload(&self, key: &str) -> Result<Option<UploadId>>;
+
+    /// Maps a client key to an upload, where it is unmapped or still maps to `stale`. False
+    /// when another request mapped it first (two first requests racing).
+    async fn map_key(&self, key: &str, upload: UploadId, stale: Option<UploadId>) -> Result<bool>;
+}

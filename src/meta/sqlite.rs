@@ -1,0 +1,250 @@
+//! Upload metadata in SQLite, in WAL mode with synchronous=FULL.
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+
+use super::{Meta, MetaError, Result};
+use crate::upload::model::{State, Upload, UploadId};
+
+#[derive(Clone)]
+pub struct SqliteMeta {
+    pool: SqlitePool,
+}
+
+const COLUMNS: &str = "id, name, size, received, state, content_type, expected_sha256, sha256, \
+                       hash_state, metadata, created_at, updated_at, expires_at, removed_at";
+
+impl SqliteMeta {
+    /// Opens (creating if missing) the database and runs the embedded migrations.
+    pub async fn connect(url: &str) -> Result<SqliteMeta> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed `received` survives power loss, like the fsynced bytes it counts.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(SqliteMeta { pool })
+    }
+
+    /// The ids a query selects, binding `values` in order.
+    async fn ids(&self, sql: &str, values: &[i64]) -> Result<Vec<UploadId>> {
+        let query = values
+            .iter()
+            .fold(sqlx::query(sql), |query, value| query.bind(*value));
+        let rows = query.fetch_all(&self.pool).await?;
+        // Every stored id was made by UploadId; one that is not cannot be acted on anyway.
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.get::<String, _>(0).parse().ok())
+            .collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl Meta for SqliteMeta {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert(&self, upload: &Upload) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO uploads (id, name, size, received, state, content_type, expected_sha256, \
+             sha256, hash_state, metadata, created_at, updated_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(upload.id.to_string())
+        .bind(&upload.name)
+        .bind(upload.size.map(to_i64))
+        .bind(to_i64(upload.received))
+        .bind(upload.state.as_str())
+        .bind(&upload.content_type)
+        .bind(&upload.expected_sha256)
+        .bind(&upload.sha256)
+        .bind(&upload.hash_state)
+        .bind(&upload.metadata)
+        .bind(millis(upload.created_at))
+        .bind(millis(upload.updated_at))
+        .bind(upload.expires_at.map(millis))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get(&self, id: UploadId) -> Result<Option<Upload>> {
+        let sql = format!("SELECT {COLUMNS} FROM uploads WHERE id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| from_row(&r)).transpose()
+    }
+
+    async fn save_progress(&self, upload: &Upload) -> Result<()> {
+        sqlx::query(
+            "UPDATE uploads SET name = ?, size = ?, received = ?, state = ?, sha256 = ?, \
+             expected_sha256 = ?, hash_state = ?, updated_at = ?, expires_at = ? WHERE id = ?",
+        )
+        .bind(&upload.name)
+        .bind(upload.size.map(to_i64))
+        .bind(to_i64(upload.received))
+        .bind(upload.state.as_str())
+        .bind(&upload.sha256)
+        .bind(&upload.expected_sha256)
+        .bind(&upload.hash_state)
+        .bind(millis(upload.updated_at))
+        .bind(upload.expires_at.map(millis))
+        .bind(upload.id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_removed(&self, id: UploadId, reason: &str, at: SystemTime) -> Result<()> {
+        sqlx::query(
+            "UPDATE uploads SET removed_at = ?, removed_reason = ?, hash_state = NULL, \
+             expires_at = NULL, updated_at = ? WHERE id = ? AND removed_at IS NULL",
+        )
+        .bind(millis(at))
+        .bind(reason)
+        .bind(millis(at))
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_bytes_removed(&self, id: UploadId, at: SystemTime) -> Result<()> {
+        sqlx::query("UPDATE uploads SET bytes_removed_at = ? WHERE id = ?")
+            .bind(millis(at))
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn removed_with_bytes(&self, limit: u32) -> Result<Vec<UploadId>> {
+        let sql = "SELECT id FROM uploads WHERE removed_at IS NOT NULL \
+                   AND bytes_removed_at IS NULL LIMIT ?";
+        self.ids(sql, &[i64::from(limit)]).await
+    }
+
+    async fn forget_removed(&self, before: SystemTime) -> Result<u64> {
+        let gone = "SELECT id FROM uploads WHERE removed_at IS NOT NULL AND removed_at < ? \
+                    AND bytes_removed_at IS NOT NULL";
+        sqlx::query(&format!(
+            "DELETE FROM tutorial_files WHERE upload_id IN ({gone})"
+        ))
+        .bind(millis(before))
+        .execute(&self.pool)
+        .await?;
+        let done = sqlx::query(&format!("DELETE FROM uploads WHERE id IN ({gone})"))
+            .bind(millis(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn purge(&self, id: UploadId) -> Result<()> {
+        sqlx::query("DELETE FROM uploads WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn expired(&self, now: SystemTime, limit: u32) -> Result<Vec<UploadId>> {
+        let sql = "SELECT id FROM uploads WHERE removed_at IS NULL \
+                   AND expires_at IS NOT NULL AND expires_at <= ? LIMIT ?";
+        self.ids(sql, &[millis(now), i64::from(limit)]).await
+    }
+
+    async fn unfinished(&self) -> Result<Vec<Upload>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM uploads WHERE state = 'uploading' AND removed_at IS NULL"
+        );
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    async fn key_upload(&self, key: &str) -> Result<Option<UploadId>> {
+        let row = sqlx::query("SELECT upload_id FROM tutorial_files WHERE file_id = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.and_then(|r| r.get::<String, _>(0).parse().ok()))
+    }
+
+    async fn map_key(&self, key: &str, upload: UploadId, stale: Option<UploadId>) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO tutorial_files (file_id, upload_id) VALUES (?, ?) \
+             ON CONFLICT (file_id) DO UPDATE SET upload_id = excluded.upload_id \
+             WHERE tutorial_files.upload_id = ?",
+        )
+        .bind(key)
+        .bind(upload.to_string())
+        .bind(stale.map(|id| id.to_string()))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+fn to_i64(value: u64) -> i64 {
+    // Every size is checked against MAX_REPRESENTABLE_SIZE before it gets here.
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn to_u64(value: i64, column: &'static str) -> Result<u64> {
+    u64::try_from(value).map_err(|_| MetaError::OutOfRange(column))
+}
+
+/// Times are stored as milliseconds since the epoch.
+fn millis(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn time(millis: i64, column: &'static str) -> Result<SystemTime> {
+    Ok(UNIX_EPOCH + Duration::from_millis(to_u64(millis, column)?))
+}
+
+fn optional_time(row: &SqliteRow, column: &'static str) -> Result<Option<SystemTime>> {
+    row.try_get::<Option<i64>, _>(column)?
+        .map(|m| time(m, column))
+        .transpose()
+}
+
+fn from_row(row: &SqliteRow) -> Result<Upload> {
+    let id: String = row.try_get("id")?;
+    let state: String = row.try_get("state")?;
+    Ok(Upload {
+        id: id.parse().map_err(|_| MetaError::OutOfRange("id"))?,
+        name: row.try_get("name")?,
+        size: row
+            .try_get::<Option<i64>, _>("size")?
+            .map(|s| to_u64(s, "size"))
+            .transpose()?,
+        received: to_u64(row.try_get("received")?, "received")?,
+        state: State::parse(&state).ok_or(MetaError::OutOfRange("state"))?,
+        content_type: row.try_get("content_type")?,
+        expected_sha256: row.try_get("expected_sha256")?,
+        sha256: row.try_get("sha256")?,
+        hash_state: row.try_get("hash_state")?,
+        metadata: row.try_get("metadata")?,
+        created_at: time(row.try_get("created_at")?, "created_at")?,
+        updated_at: time(row.try_get("updated_at")?, "updated_at")?,
+        expires_at: optional_time(row, "expires_at")?,
+        removed_at: optional_time(row, "removed_at")?,
+    })
+}

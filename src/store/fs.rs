@@ -1,0 +1,180 @@
+//! A local directory: one file per upload under `<data-dir>/files`.
+//!
+//! File system calls block, so each runs on tokio's blocking threads.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::writer::FileWriter;
+use super::{ByteStream, Result, Sink, Source, Space, Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct FsStore {
+    dir: PathBuf,
+}
+
+impl FsStore {
+    pub fn open(data_dir: &Path) -> Result<FsStore> {
+        let dir = data_dir.join("files");
+        fs::create_dir_all(&dir).map_err(|e| StoreError::new("create", dir.display(), e))?;
+        Ok(FsStore { dir })
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Runs blocking file work with a clone of the store.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(FsStore) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || work(store))
+            .await
+            .map_err(|e| StoreError::new("run", "a blocking file task", io::Error::other(e)))?
+    }
+
+    fn create_now(&self, id: &str) -> Result<()> {
+        let path = self.path(id);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StoreError::new("create", path.display(), e))?;
+        file.sync_all()
+            .map_err(|e| StoreError::new("sync", path.display(), e))?;
+        self.sync_dir()
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StoreError::new("sync", self.dir.display(), e))
+    }
+
+    fn remove_now(&self, id: &str) -> Result<()> {
+        let path = self.path(id);
+        match fs::remove_file(&path) {
+            // Synced, so the removal is not undone by a power cut after it is recorded.
+            Ok(()) => self.sync_dir(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::new("remove", path.display(), e)),
+        }
+    }
+
+    fn space_now(&self) -> Result<Space> {
+        let stat = rustix::fs::statvfs(&self.dir)
+            .map_err(|e| StoreError::new("statvfs", self.dir.display(), e.into()))?;
+        Ok(Space {
+            free_bytes: stat.f_bavail.saturating_mul(stat.f_frsize),
+            total_bytes: stat.f_blocks.saturating_mul(stat.f_frsize),
+            free_inodes: stat.f_favail,
+            total_inodes: stat.f_files,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for FsStore {
+    async fn create(&self, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        self.blocking(move |store| store.create_now(&id)).await
+    }
+
+    async fn len(&self, id: &str) -> Result<Option<u64>> {
+        let path = self.path(id);
+        self.blocking(move |_| match fs::metadata(&path) {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::new("stat", path.display(), e)),
+        })
+        .await
+    }
+
+    async fn truncate(&self, id: &str, len: u64) -> Result<()> {
+        let path = self.path(id);
+        self.blocking(move |_| {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| StoreError::new("open", path.display(), e))?;
+            file.set_len(len)
+                .and_then(|_| file.sync_all())
+                .map_err(|e| StoreError::new("truncate", path.display(), e))
+        })
+        .await
+    }
+
+    async fn open_append(&self, id: &str, offset: u64) -> Result<Box<dyn Sink>> {
+        let path = self.path(id);
+        self.blocking(move |_| {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| StoreError::new("open", path.display(), e))?;
+            Ok(Box::new(FileWriter::new(file, path, offset)) as Box<dyn Sink>)
+        })
+        .await
+    }
+
+    async fn open_read(&self, id: &str) -> Result<Box<dyn Source>> {
+        let path = self.path(id);
+        self.blocking(move |_| {
+            let file = File::open(&path).map_err(|e| StoreError::new("open", path.display(), e))?;
+            let len = file
+                .metadata()
+                .map_err(|e| StoreError::new("stat", path.display(), e))?
+                .len();
+            Ok(Box::new(OpenFile { file, len, path }) as Box<dyn Source>)
+        })
+        .await
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        self.blocking(move |store| store.remove_now(&id)).await
+    }
+
+    async fn space(&self) -> Result<Option<Space>> {
+        self.blocking(|store| store.space_now().map(Some)).await
+    }
+
+    async fn check_writable(&self) -> Result<()> {
+        let probe = self.dir.join(".healthz");
+        self.blocking(move |_| {
+            fs::write(&probe, b"ok")
+                .and_then(|_| fs::remove_file(&probe))
+                .map_err(|e| StoreError::new("write", probe.display(), e))
+        })
+        .await
+    }
+}
+
+/// A stored file opened for reading; removing the upload does not cut a download short.
+struct OpenFile {
+    file: File,
+    len: u64,
+    path: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl Source for OpenFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    async fn stream(self: Box<Self>, start: u64, count: u64) -> Result<ByteStream> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut file = tokio::fs::File::from_std(self.file);
+        file.seek(io::SeekFrom::Start(start))
+            .await
+            .map_err(|e| StoreError::new("seek", self.path.display(), e))?;
+        // 64 KiB reads: a download the client stops reading holds about that, not a quarter MiB.
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            file.take(count),
+            64 * 1024,
+        )))
+    }
+}

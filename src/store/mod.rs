@@ -1,0 +1,111 @@
+//! The uploaded bytes, behind one trait: create, append, read and remove an upload's bytes.
+//!
+//! [`fs::FsStore`] (a local directory) is the first implementation; an object store is meant
+//! to be the second. A store never sees an HTTP type, a database row or a protocol name: it
+//! knows an upload by its id and its bytes by their offsets.
+
+mod fs;
+mod writer;
+
+use std::io;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+pub use fs::FsStore;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {target}: {source}")]
+pub struct StoreError {
+    action: &'static str,
+    /// What the action was on (a path, an object key); for the logs, never for clients.
+    target: String,
+    #[source]
+    source: io::Error,
+}
+
+impl StoreError {
+    pub fn new(action: &'static str, target: impl std::fmt::Display, source: io::Error) -> Self {
+        StoreError {
+            action,
+            target: target.to_string(),
+            source,
+        }
+    }
+
+    /// True when the store is full or over quota, which a client may retry later.
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(
+            self.source.raw_os_error(),
+            Some(libc::ENOSPC) | Some(libc::EDQUOT)
+        )
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// What a store has room for. Some file systems (btrfs, some network ones) report no inodes.
+#[derive(Debug, Clone, Copy)]
+pub struct Space {
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    pub free_inodes: u64,
+    pub total_inodes: u64,
+}
+
+/// Bytes read back from a store.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Makes durable room for a new upload with no bytes yet.
+    async fn create(&self, id: &str) -> Result<()>;
+
+    /// How many bytes are stored for the upload, or `None` when it has none at all.
+    async fn len(&self, id: &str) -> Result<Option<u64>>;
+
+    /// Durably forgets every byte past `len` (bytes written but never committed).
+    async fn truncate(&self, id: &str, len: u64) -> Result<()>;
+
+    /// Opens the upload for appending at `offset`, its committed length.
+    async fn open_append(&self, id: &str, offset: u64) -> Result<Box<dyn Sink>>;
+
+    /// Opens the upload's bytes for reading. What is opened stays readable even if the
+    /// upload is removed meanwhile.
+    async fn open_read(&self, id: &str) -> Result<Box<dyn Source>>;
+
+    /// Removes the upload's bytes durably; bytes already gone are not an error.
+    async fn remove(&self, id: &str) -> Result<()>;
+
+    /// Room left, where the store has a notion of it (a disk does; an object store may not).
+    async fn space(&self) -> Result<Option<Space>>;
+
+    /// Checks the store takes writes now.
+    async fn check_writable(&self) -> Result<()>;
+}
+
+/// Where one append writes. Every method blocks: the engine calls them on blocking threads,
+/// one batch at a time, and never from two threads at once.
+pub trait Sink: Send {
+    /// Where the next byte goes.
+    fn position(&self) -> u64;
+    fn write(&mut self, buf: &[u8]) -> Result<()>;
+    /// Makes every byte written so far durable.
+    fn sync(&mut self) -> Result<()>;
+    /// Discards everything past `len` (a chunk that failed its checksum, or a failed write).
+    fn truncate_to(&mut self, len: u64) -> Result<()>;
+}
+
+/// An upload's bytes opened for reading, with their length.
+#[async_trait::async_trait]
+pub trait Source: Send {
+    fn len(&self) -> u64;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `count` bytes from `start` as a stream.
+    async fn stream(self: Box<Self>, start: u64, count: u64) -> Result<ByteStream>;
+}

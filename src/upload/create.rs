@@ -1,0 +1,211 @@
+//! New uploads: described ones, streamed ones (a form's file part, whose size is learnt at
+//! its end), and uploads a client finds again by a key of its own.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use super::append::{finish, restore_hasher, sha256_verdict};
+use super::input::{validate_name, without_bidi};
+use super::pipeline::End;
+use super::{checksum, Engine, NewUpload, Result, State, Status, Upload, UploadError, UploadId};
+use crate::cluster::{Guard, Purpose};
+use crate::metrics::Metrics;
+
+/// A streamed upload whose bytes are in, still locked until [`Engine::finish_streamed`].
+pub struct Streamed {
+    id: UploadId,
+    _guard: Guard,
+    upload: Upload,
+}
+
+impl Streamed {
+    pub fn id(&self) -> UploadId {
+        self.id
+    }
+}
+
+impl Engine {
+    pub async fn create(&self, new: NewUpload) -> Result<Status> {
+        Ok(Status::of(&self.create_upload(new).await?))
+    }
+
+    async fn create_upload(&self, mut new: NewUpload) -> Result<Upload> {
+        new.name = without_bidi(&new.name);
+        validate_name(&new.name).map_err(UploadError::InvalidName)?;
+        self.check_space().await?;
+        if new.size.is_some_and(|size| size > self.size_limit()) {
+            return Err(UploadError::TooLarge {
+                limit: self.size_limit(),
+                received: None,
+            });
+        }
+        let now = SystemTime::now();
+        let mut upload = Upload {
+            id: UploadId::new_random(),
+            name: new.name,
+            size: new.size,
+            received: 0,
+            state: State::Uploading,
+            content_type: new.content_type,
+            expected_sha256: new.expected_sha256,
+            sha256: None,
+            hash_state: Some(checksum::save_state(&Sha256::new())),
+            metadata: new.metadata,
+            created_at: now,
+            updated_at: now,
+            expires_at: Some(self.expiry_from(now)),
+            removed_at: None,
+        };
+        let id = upload.id;
+        // The record first: a crash before the bytes' place exists leaves a record that
+        // start-up repairs, never bytes nobody knows about.
+        self.meta.insert(&upload).await?;
+        if let Err(e) = self.store.create(&id.to_string()).await {
+            self.meta.purge(id).await?;
+            return Err(e.into());
+        }
+        Metrics::add(&self.metrics.created, 1);
+        if upload.size == Some(0) {
+            finish(&mut upload, Sha256::new(), self.expiry_from(now));
+            self.meta.save_progress(&upload).await?;
+            self.count_finished(&upload);
+        }
+        info!(upload = %id, size = ?upload.size, "created");
+        Ok(upload)
+    }
+
+    /// Creates an upload from a stream of unknown length (a multipart file part). The upload
+    /// stays locked, `uploading` with its size deferred, until `finish_streamed` settles it
+    /// (the form's later fields may still name it or give its digest).
+    pub async fn create_streamed<S, E>(
+        &self,
+        new: NewUpload,
+        body: S,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Streamed>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    {
+        let _slot = self.append_slot(client)?;
+        let id = self
+            .create_upload(NewUpload { size: None, ..new })
+            .await?
+            .id;
+        let guard = self.cluster.lock(id, Purpose::Append).await;
+        match self.stream_all(&guard, id, body).await {
+            Ok(upload) => Ok(Streamed {
+                id,
+                _guard: guard,
+                upload,
+            }),
+            Err(e) => {
+                drop(guard);
+                self.discard(id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Pumps a whole body of unknown length into a new upload and commits it.
+    async fn stream_all<S, E>(&self, guard: &Guard, id: UploadId, body: S) -> Result<Upload>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    {
+        let mut upload = self.load_live(id, Some(guard)).await?;
+        let pumped = self
+            .pump(guard, &mut upload, body, self.size_limit(), None)
+            .await?;
+        let end = pumped.end;
+        self.commit(&mut upload, pumped, false).await?;
+        match end {
+            End::Finished => Ok(upload),
+            End::Overshoot => Err(UploadError::TooLarge {
+                limit: self.size_limit(),
+                received: None,
+            }),
+            End::Disconnected | End::Cancelled | End::Idle | End::TooSlow => {
+                Err(UploadError::BodyIncomplete)
+            }
+        }
+    }
+
+    /// Settles a streamed upload: its size becomes what arrived, and its digest is checked.
+    pub async fn finish_streamed(
+        &self,
+        streamed: Streamed,
+        name: Option<String>,
+        expected_sha256: Option<String>,
+    ) -> Result<Status> {
+        let Streamed {
+            _guard: _held,
+            mut upload,
+            ..
+        } = streamed;
+        if let Some(name) = name.map(|n| without_bidi(&n)) {
+            validate_name(&name).map_err(UploadError::InvalidName)?;
+            upload.name = name;
+        }
+        if expected_sha256.is_some() {
+            upload.expected_sha256 = expected_sha256;
+        }
+        let hasher = restore_hasher(&upload)?;
+        upload.size = Some(upload.received);
+        upload.updated_at = SystemTime::now();
+        let failed_expiry = self.expiry_from(upload.updated_at);
+        finish(&mut upload, hasher, failed_expiry);
+        self.meta.save_progress(&upload).await?;
+        self.count_finished(&upload);
+        let status = Status::of(&upload);
+        self.cluster.publish(&status);
+        sha256_verdict(&upload, status)
+    }
+
+    /// Forgets an upload whose creation failed: no record, no bytes left behind.
+    pub async fn discard(&self, id: UploadId) {
+        let removed = self.store.remove(&id.to_string()).await;
+        let purged = self.meta.purge(id).await;
+        let outcome = removed
+            .map_err(UploadError::from)
+            .and_then(|()| purged.map_err(UploadError::from));
+        if let Err(e) = outcome {
+            warn!(upload = %id, error = %e, "discarding a failed upload");
+        }
+    }
+
+    /// The live upload a client's own key for a file maps to, if any.
+    pub async fn find_by_key(&self, key: &str) -> Result<Option<Status>> {
+        let Some(id) = self.meta.key_upload(key).await? else {
+            return Ok(None);
+        };
+        match self.status(id).await {
+            Ok(status) => Ok(Some(status)),
+            Err(UploadError::NotFound | UploadError::Gone(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The live upload for a client's key, created as `new` when the key maps to none.
+    pub async fn create_for_key(&self, key: &str, new: NewUpload) -> Result<Status> {
+        // One read decides: a live mapping (another first request won meanwhile) is used; a
+        // dead one may be replaced, but only if it is still the one read here.
+        let stale = self.meta.key_upload(key).await?;
+        if let Some(mapped) = stale {
+            match self.status(mapped).await {
+                Ok(live) => return Ok(live),
+                Err(UploadError::NotFound | UploadError::Gone(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let ours = self.create_upload(new).await?;
+        if self.meta.map_key(key, ours.id, stale).await? {
+            return Ok(Status::of(&ours));
+        }
+        // Another first request for this key mapped it first: use its upload, not ours.
+        self.discard(ours.id).await;
+        self.find_by_key(key).await?.ok_or(UploadError::NotFound)
+    }
+}

@@ -1,0 +1,209 @@
+//! The byte path of an append: socket → batch → hasher → file, in one pass.
+//!
+//! The async side reads body chunks and gathers them (without copying) into batches. Each
+//! batch is hashed (SHA-256 and the chunk's own checksum) in one blocking job and then written
+//! in another, while the next batch is read and hashed: receiving, hashing and writing overlap
+//! (with hashing and writing on one thread, that thread was the bottleneck while a core
+//! idled). Jobs run on tokio's blocking threads, at most `Jobs`' count at once for all appends
+//! together, and only while bytes flow: a body that trickles or stalls holds no thread.
+//! At most five batches per append are in memory: one gathering and four in the pipeline. A
+//! job takes every batch waiting for it, so when the disk or the hasher falls behind, fewer,
+//! larger jobs carry the same bytes.
+//!
+//! While bytes flow, the writer makes them durable now and then and reports a checkpoint
+//! (position and hasher state); the engine commits it so progress messages only ever show
+//! durable bytes, and a crash mid-append loses at most the bytes since the last checkpoint.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use sha2::Sha256;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::checksum::ChunkHasher;
+use super::error::UploadError;
+use super::stages::Pipeline;
+use crate::store::{Sink, StoreError};
+
+/// Buffers gathered before a hand-off to the hasher; 256 KiB–2 MiB measured alike here.
+const BATCH_BYTES: usize = 256 * 1024;
+/// Batches in the pipeline (waiting, hashing, hashed, writing) before the body is read again.
+pub(super) const QUEUED_BATCHES: usize = 4;
+/// How often the writer makes bytes durable and reports them while a body streams.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// Why the body stopped flowing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The body ended normally.
+    Finished,
+    /// The body went past the room left; the excess was discarded.
+    Overshoot,
+    /// The connection dropped mid-body.
+    Disconnected,
+    /// A newer request (or shutdown) asked this one to stop.
+    Cancelled,
+    /// The client sent nothing for the idle timeout.
+    Idle,
+    /// The client sent more slowly than the minimum body rate for a whole window.
+    TooSlow,
+}
+
+/// Durable bytes the writer reports mid-stream.
+pub struct Checkpoint {
+    pub received: u64,
+    pub hash_state: Vec<u8>,
+}
+
+/// What is left once the body and the writer are done.
+pub struct Pumped {
+    pub end: End,
+    pub sink: Box<dyn Sink>,
+    pub hasher: Sha256,
+    pub chunk: Option<ChunkHasher>,
+    /// A write or sync failed; nothing past the last checkpoint is durable.
+    pub failure: Option<StoreError>,
+}
+
+/// The hash and write jobs of every append share these places: a fixed number of blocking
+/// threads, however many appends stream.
+#[derive(Clone)]
+pub struct Jobs(Arc<Semaphore>);
+
+impl Jobs {
+    pub fn new(count: usize) -> Jobs {
+        Jobs(Arc::new(Semaphore::new(count.max(2))))
+    }
+
+    /// Runs `work` on a blocking thread once a place is free, and waits for it.
+    pub(super) async fn block<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, UploadError> {
+        self.run(work)
+            .await
+            .await
+            .map_err(|e| UploadError::Internal(format!("append job failed: {e}")))
+    }
+
+    /// Runs `work` on a blocking thread once a place is free.
+    pub(super) async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> JoinHandle<T> {
+        let permit = self.0.clone().acquire_owned().await;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+    }
+}
+
+/// The least a body must send: `bytes` in every `window`, or it ends with what it stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinRate {
+    pub bytes: u64,
+    pub window: Duration,
+}
+
+pub struct Pump {
+    pub sink: Box<dyn Sink>,
+    pub hasher: Sha256,
+    pub chunk: Option<ChunkHasher>,
+    /// Bytes the upload may still take; anything beyond is cut off.
+    pub room: u64,
+    /// Whether to report checkpoints (not for a checksummed chunk, which must stay discardable).
+    pub checkpoints: bool,
+    /// How long the body may send nothing before the append ends with what it stored.
+    pub idle_timeout: Duration,
+    pub min_rate: Option<MinRate>,
+    pub jobs: Jobs,
+}
+
+impl Pump {
+    /// Streams `body` through the hasher and the writer. `on_checkpoint` commits durable
+    /// progress as it comes.
+    pub async fn run<S, E, F, Fut>(
+        self,
+        mut body: S,
+        cancel: &CancellationToken,
+        mut on_checkpoint: F,
+    ) -> Result<Pumped, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        F: FnMut(Checkpoint) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut line = Pipeline::new(self.sink, self.hasher, self.chunk, self.checkpoints);
+        let jobs = self.jobs;
+        let mut room = self.room;
+        let mut batch = Vec::new();
+        let mut batch_len = 0;
+        let idle = tokio::time::sleep(self.idle_timeout);
+        tokio::pin!(idle);
+        let window = self.min_rate.map_or(Duration::MAX, |rate| rate.window);
+        let rate_check = tokio::time::sleep(window.min(Duration::from_secs(365 * 86_400)));
+        tokio::pin!(rate_check);
+        let mut window_bytes = 0u64;
+        let end = loop {
+            line.start_jobs(&jobs).await;
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break End::Cancelled,
+                done = line.next_done(), if line.busy() => {
+                    if let Some(checkpoint) = line.finished(done?) {
+                        on_checkpoint(checkpoint).await;
+                    }
+                    if line.failed() {
+                        // The writer stopped on an error; it is reported below.
+                        break End::Finished;
+                    }
+                }
+                () = &mut idle => break End::Idle,
+                () = &mut rate_check, if self.min_rate.is_some() => {
+                    if self.min_rate.is_some_and(|rate| window_bytes < rate.bytes) {
+                        break End::TooSlow;
+                    }
+                    window_bytes = 0;
+                    rate_check.as_mut().reset(tokio::time::Instant::now() + window);
+                }
+                item = body.next(), if line.queued < QUEUED_BATCHES => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + self.idle_timeout);
+                    let mut data = match item {
+                        None => break End::Finished,
+                        Some(Err(_)) => break End::Disconnected,
+                        Some(Ok(data)) => data,
+                    };
+                    let overshoot = data.len() as u64 > room;
+                    if overshoot {
+                        data.truncate(room as usize);
+                    }
+                    room -= data.len() as u64;
+                    window_bytes += data.len() as u64;
+                    batch_len += data.len();
+                    batch.push(data);
+                    if batch_len >= BATCH_BYTES {
+                        batch_len = 0;
+                        line.push(std::mem::take(&mut batch));
+                    }
+                    if overshoot {
+                        break End::Overshoot;
+                    }
+                }
+            }
+        };
+        line.drain(batch, &jobs).await?;
+        let (sink, hasher, chunk, failure) = line.close(&jobs).await?;
+        Ok(Pumped {
+            end,
+            sink,
+            hasher,
+            chunk,
+            failure,
+        })
+    }
+}

@@ -1,0 +1,63 @@
+//! Start-up repair: make every unfinished upload's bytes and record agree after a crash.
+
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tracing::warn;
+
+use super::{checksum, Engine, Result, Upload, UploadError};
+
+impl Engine {
+    /// Reconciles every unfinished upload; returns how many needed repair.
+    pub async fn reconcile(&self) -> Result<usize> {
+        let mut repaired = 0;
+        for upload in self.meta.unfinished().await? {
+            let before = (upload.received, upload.hash_state.clone());
+            let upload = self.reconcile_one(upload).await?;
+            if (upload.received, upload.hash_state.clone()) != before {
+                warn!(upload = %upload.id, from = before.0, to = upload.received, "reconciled after a crash");
+                self.meta.save_progress(&upload).await?;
+                repaired += 1;
+            }
+        }
+        Ok(repaired)
+    }
+
+    /// The store wins where it holds less (bytes lost in a crash); the record wins where the
+    /// store holds more (bytes written but never committed as durable).
+    async fn reconcile_one(&self, mut upload: Upload) -> Result<Upload> {
+        let key = upload.id.to_string();
+        let len = match self.store.len(&key).await? {
+            Some(len) => len,
+            None => {
+                self.store.create(&key).await?;
+                0
+            }
+        };
+        if len > upload.received {
+            self.store.truncate(&key, upload.received).await?;
+        }
+        let state_ok = upload
+            .hash_state
+            .as_deref()
+            .is_some_and(|s| checksum::restore_state(s).is_some());
+        if len < upload.received || !state_ok {
+            let received = len.min(upload.received);
+            let hasher = self.hash_prefix(&key, received).await?;
+            upload.received = received;
+            upload.hash_state = Some(checksum::save_state(&hasher));
+        }
+        Ok(upload)
+    }
+
+    /// The SHA-256 state after the first `len` stored bytes.
+    async fn hash_prefix(&self, key: &str, len: u64) -> Result<Sha256> {
+        let mut bytes = self.store.open_read(key).await?.stream(0, len).await?;
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = bytes.next().await {
+            let chunk =
+                chunk.map_err(|e| UploadError::Internal(format!("re-reading {key}: {e}")))?;
+            hasher.update(&chunk);
+        }
+        Ok(hasher)
+    }
+}

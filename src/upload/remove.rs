@@ -1,0 +1,105 @@
+//! Uploads going away: DELETE, expiry, and tombstones (410, later forgotten: 404).
+
+use std::time::SystemTime;
+
+use tracing::{info, warn};
+
+use super::{Engine, Result, Status, Upload, UploadId};
+use crate::cluster::Purpose;
+use crate::metrics::Metrics;
+
+/// How many uploads one sweep handles at most; the next sweep takes the rest.
+const SWEEP_BATCH: u32 = 1000;
+
+impl Engine {
+    pub async fn delete(&self, id: UploadId) -> Result<()> {
+        // Taking the lock stops a running append, which commits before letting go.
+        let guard = self.cluster.lock(id, Purpose::Remove).await;
+        let upload = self.load_live(id, Some(&guard)).await?;
+        self.remove(&upload, "deleted").await
+    }
+
+    /// The tombstone first, then the bytes: once the record says removed, the bytes are owed,
+    /// and whoever finds them still there (this call, the sweeper, start-up) deletes them.
+    pub(super) async fn remove(&self, upload: &Upload, reason: &str) -> Result<()> {
+        self.meta
+            .mark_removed(upload.id, reason, SystemTime::now())
+            .await?;
+        let counter = if reason == "expired" {
+            &self.metrics.expired
+        } else {
+            &self.metrics.deleted
+        };
+        Metrics::add(counter, 1);
+        let mut last = Status::of(upload);
+        last.removed = Some(reason.to_owned());
+        self.cluster.close(last);
+        info!(upload = %upload.id, reason, "removed");
+        crate::fault::point("remove-after-tombstone");
+        self.remove_bytes(upload.id).await;
+        Ok(())
+    }
+
+    /// Deletes a removed upload's bytes and records it. A failure is only logged: the bytes
+    /// stay owed, and the next sweep tries again.
+    async fn remove_bytes(&self, id: UploadId) -> bool {
+        let recorded: Result<()> = match self.store.remove(&id.to_string()).await {
+            Ok(()) => self
+                .meta
+                .mark_bytes_removed(id, SystemTime::now())
+                .await
+                .map_err(Into::into),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = &recorded {
+            warn!(upload = %id, error = %e, "removing the bytes of a removed upload failed; will retry");
+        }
+        recorded.is_ok()
+    }
+
+    /// Forgets tombstones older than --forget-after whose bytes are gone; returns how many.
+    pub async fn forget_removed(&self) -> Result<u64> {
+        let now = SystemTime::now();
+        let before = now
+            .checked_sub(self.settings.forget_after)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        Ok(self.meta.forget_removed(before).await?)
+    }
+
+    /// Deletes the bytes that removals cut short left behind; returns how many uploads.
+    pub async fn purge_removed(&self) -> Result<usize> {
+        let mut purged = 0;
+        for id in self.meta.removed_with_bytes(SWEEP_BATCH).await? {
+            if self.remove_bytes(id).await {
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+
+    /// Removes one upload if it is still expired and nobody is appending. True if removed.
+    pub(super) async fn expire_one(&self, id: UploadId) -> Result<bool> {
+        let Some(_guard) = self.cluster.try_lock(id).await else {
+            return Ok(false);
+        };
+        let Some(upload) = self.meta.get(id).await? else {
+            return Ok(false);
+        };
+        let expired = upload.removed_at.is_none() && upload.is_expired(SystemTime::now());
+        if expired {
+            self.remove(&upload, "expired").await?;
+        }
+        Ok(expired)
+    }
+
+    /// Removes every upload whose expiry has passed; returns how many.
+    pub async fn expire_due(&self) -> Result<usize> {
+        let mut removed = 0;
+        for id in self.meta.expired(SystemTime::now(), SWEEP_BATCH).await? {
+            if self.expire_one(id).await? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
