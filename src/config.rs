@@ -195,16 +195,6 @@ impl Config {
         }
         Ok(tokens)
     }
-
-    /// Settings for tests and embedding: defaults with the given data directory and port 0.
-    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
-        Config::parse_from(["resumable", "--bind", "127.0.0.1:0"]).with_data_dir(data_dir)
-    }
-
-    fn with_data_dir(mut self, data_dir: impl Into<PathBuf>) -> Self {
-        self.data_dir = data_dir.into();
-        self
-    }
 }
 
 /// Parses `1048576`, `512K`, `10M`, `4G`, `1T` (powers of 1024; an optional trailing `B` or `iB`).

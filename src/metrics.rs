@@ -68,49 +68,57 @@ impl Metrics {
     /// The Prometheus text exposition of every metric; `disk_free` is measured by the caller.
     pub fn render(&self, disk_free: Option<u64>) -> String {
         let mut out = String::new();
-        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+        self.render_counters(&mut out);
+        self.render_gauges(&mut out);
+        self.render_durations(&mut out);
+        if let Some(free) = disk_free {
             let _ = writeln!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+                "# HELP resumable_disk_free_bytes Free bytes on the data directory's file system.\n# TYPE resumable_disk_free_bytes gauge\nresumable_disk_free_bytes {free}"
             );
-        };
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        counter(
-            &mut out,
-            "resumable_uploads_created_total",
-            "Uploads created.",
-            load(&self.created),
-        );
-        counter(
-            &mut out,
-            "resumable_uploads_completed_total",
-            "Uploads completed with a matching digest.",
-            load(&self.completed),
-        );
-        counter(
-            &mut out,
-            "resumable_uploads_failed_total",
-            "Uploads whose SHA-256 did not match the declared one.",
-            load(&self.failed),
-        );
-        counter(
-            &mut out,
-            "resumable_uploads_expired_total",
-            "Incomplete uploads removed after --expire-after.",
-            load(&self.expired),
-        );
-        counter(
-            &mut out,
-            "resumable_uploads_deleted_total",
-            "Uploads deleted by a client.",
-            load(&self.deleted),
-        );
-        counter(
-            &mut out,
-            "resumable_bytes_received_total",
-            "Bytes committed durably.",
-            load(&self.bytes_received),
-        );
+        }
+        out
+    }
+
+    fn render_counters(&self, out: &mut String) {
+        let counters = [
+            ("uploads_created", "Uploads created.", &self.created),
+            (
+                "uploads_completed",
+                "Uploads completed with a matching digest.",
+                &self.completed,
+            ),
+            (
+                "uploads_failed",
+                "Uploads whose SHA-256 did not match the declared one.",
+                &self.failed,
+            ),
+            (
+                "uploads_expired",
+                "Incomplete uploads removed after --expire-after.",
+                &self.expired,
+            ),
+            (
+                "uploads_deleted",
+                "Uploads deleted by a client.",
+                &self.deleted,
+            ),
+            (
+                "bytes_received",
+                "Bytes committed durably.",
+                &self.bytes_received,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let value = value.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "# HELP resumable_{name}_total {help}\n# TYPE resumable_{name}_total counter\nresumable_{name}_total {value}"
+            );
+        }
+    }
+
+    fn render_gauges(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "# HELP resumable_appends_in_flight Appends streaming now.\n# TYPE resumable_appends_in_flight gauge\nresumable_appends_in_flight {}",
@@ -128,6 +136,10 @@ impl Metrics {
                 gauge.load(Ordering::Relaxed)
             );
         }
+    }
+
+    fn render_durations(&self, out: &mut String) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let _ = writeln!(
             out,
             "# HELP resumable_append_duration_seconds Time from an append's start to its commit.\n# TYPE resumable_append_duration_seconds histogram"
@@ -150,13 +162,6 @@ impl Metrics {
             load(&self.append_micros) as f64 / 1e6
         );
         let _ = writeln!(out, "resumable_append_duration_seconds_count {count}");
-        if let Some(free) = disk_free {
-            let _ = writeln!(
-                out,
-                "# HELP resumable_disk_free_bytes Free bytes on the data directory's file system.\n# TYPE resumable_disk_free_bytes gauge\nresumable_disk_free_bytes {free}"
-            );
-        }
-        out
     }
 }
 
