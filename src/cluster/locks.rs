@@ -74,14 +74,7 @@ impl Locks {
             (entry, ticket, token)
         };
         let held = entry.lock.clone().lock_owned().await;
-        Holder {
-            locks: self.clone(),
-            id,
-            entry: Some(entry),
-            ticket,
-            _held: Some(held),
-            cancel: token,
-        }
+        self.holder(id, entry, ticket, held, token)
     }
 
     /// Takes the lock only if nobody holds or awaits it (for the expiry sweep).
@@ -95,14 +88,25 @@ impl Locks {
         let token = self.new_token();
         let ticket = entry.register(&token, Purpose::Remove);
         entries.insert(id, entry.clone());
-        Some(Holder {
+        Some(self.holder(id, entry, ticket, held, token))
+    }
+
+    fn holder(
+        self: &Arc<Self>,
+        id: UploadId,
+        entry: Arc<Entry>,
+        ticket: u64,
+        held: OwnedMutexGuard<()>,
+        cancel: CancellationToken,
+    ) -> Holder {
+        Holder {
             locks: self.clone(),
             id,
             entry: Some(entry),
             ticket,
             _held: Some(held),
-            cancel: token,
-        })
+            cancel,
+        }
     }
 
     /// Asks every holder to stop (graceful shutdown: commit what you have and answer).

@@ -96,10 +96,7 @@ impl Store for FsStore {
     async fn truncate(&self, id: &str, len: u64) -> Result<()> {
         let path = self.path(id);
         self.blocking(move |_| {
-            let file = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| StoreError::new("open", path.display(), e))?;
+            let file = open_write(&path)?;
             file.set_len(len)
                 .and_then(|_| file.sync_all())
                 .map_err(|e| StoreError::new("truncate", path.display(), e))
@@ -110,10 +107,7 @@ impl Store for FsStore {
     async fn open_append(&self, id: &str, offset: u64) -> Result<Box<dyn Sink>> {
         let path = self.path(id);
         self.blocking(move |_| {
-            let file = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| StoreError::new("open", path.display(), e))?;
+            let file = open_write(&path)?;
             Ok(Box::new(FileWriter::new(file, path, offset)) as Box<dyn Sink>)
         })
         .await
@@ -150,6 +144,13 @@ impl Store for FsStore {
         })
         .await
     }
+}
+
+fn open_write(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| StoreError::new("open", path.display(), e))
 }
 
 /// A stored file opened for reading; removing the upload does not cut a download short.
