@@ -189,11 +189,7 @@ fn websocket_handshake(port: u16, id: &str, host: &str, origin: &str) -> u16 {
          Upgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    std::io::Write::write_all(&mut conn, request.as_bytes()).unwrap();
-    read_answer(&mut conn).0
+    raw(port, request.as_bytes()).0
 }
 
 #[tokio::test]

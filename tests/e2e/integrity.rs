@@ -11,12 +11,6 @@ use crate::support::*;
 
 const MIB: usize = 1024 * 1024;
 
-fn send_head(port: u16, head: &str) -> TcpStream {
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    conn.write_all(head.as_bytes()).expect("send head");
-    conn
-}
-
 /// Sends `bytes` as chunks of the chunked transfer coding, never the last (empty) chunk.
 fn send_chunks(conn: &mut TcpStream, bytes: &[u8]) {
     for piece in bytes.chunks(64 * 1024) {
@@ -55,16 +49,40 @@ async fn draft_final_patch(
     offset: usize,
     body: &[u8],
 ) -> reqwest::Response {
+    draft_last_piece(server, version, id, offset, body.to_vec().into()).await
+}
+
+/// A draft append with `Upload-Complete: ?1`: this body is the upload's last piece.
+async fn draft_last_piece(
+    server: &TestServer,
+    version: u32,
+    id: &str,
+    offset: usize,
+    body: reqwest::Body,
+) -> reqwest::Response {
     client()
         .patch(server.url(&format!("/uploads/{id}")))
         .header("Upload-Draft-Interop-Version", version.to_string())
         .header("Upload-Offset", offset.to_string())
         .header("Upload-Complete", "?1")
         .header("Content-Type", "application/partial-upload")
-        .body(body.to_vec())
+        .body(body)
         .send()
         .await
         .expect("draft patch")
+}
+
+/// Creates an incomplete draft (interop version 8) upload, of `length` when given.
+async fn draft_create(server: &TestServer, length: Option<usize>) -> String {
+    let mut create = client()
+        .post(server.url("/uploads"))
+        .header("Upload-Draft-Interop-Version", "8")
+        .header("Upload-Complete", "?0");
+    if let Some(length) = length {
+        create = create.header("Upload-Length", length.to_string());
+    }
+    let created = create.send().await.expect("draft create");
+    id_from_location(created.headers()["location"].to_str().expect("location"))
 }
 
 fn assert_interrupted(status: &Value, received: usize, size: Option<usize>) {
@@ -105,7 +123,7 @@ async fn a_cut_final_draft_append_keeps_its_bytes_and_finishes_nothing() {
                  Upload-Complete: ?1\r\nTransfer-Encoding: chunked\r\n\r\n",
                 draft_headers(version)
             );
-            let mut conn = send_head(server.port, &head);
+            let mut conn = send_raw(server.port, head.as_bytes());
             send_chunks(&mut conn, &bytes[..MIB]);
             cut(&server, conn).await;
             assert_interrupted(&status(&server, &id).await, MIB, declared);
@@ -156,7 +174,7 @@ async fn a_cut_creation_with_upload_finishes_nothing_in_any_protocol() {
             ""
         };
         let head = format!("POST /uploads HTTP/1.1\r\nHost: 127.0.0.1\r\n{protocol}{framing}\r\n");
-        let mut conn = send_head(server.port, &head);
+        let mut conn = send_raw(server.port, head.as_bytes());
         if chunked {
             send_chunks(&mut conn, &bytes[..MIB]);
         } else {
@@ -193,28 +211,11 @@ async fn a_cut_creation_with_upload_finishes_nothing_in_any_protocol() {
 async fn a_final_append_that_ends_short_of_the_size_is_409_and_keeps_its_bytes() {
     let server = TestServer::start();
     let bytes = data(1000, 903);
-    let created = client()
-        .post(server.url("/uploads"))
-        .header("Upload-Draft-Interop-Version", "8")
-        .header("Upload-Complete", "?0")
-        .header("Upload-Length", "1000")
-        .send()
-        .await
-        .unwrap();
-    let id = id_from_location(created.headers()["location"].to_str().unwrap());
+    let id = draft_create(&server, Some(1000)).await;
     // A chunked `?1` body that ends normally after 400 of the 1000 bytes.
     let piece = bytes[..400].to_vec();
     let body = futures_util::stream::iter([Ok::<_, std::io::Error>(piece)]);
-    let short = client()
-        .patch(server.url(&format!("/uploads/{id}")))
-        .header("Upload-Draft-Interop-Version", "8")
-        .header("Upload-Offset", "0")
-        .header("Upload-Complete", "?1")
-        .header("Content-Type", "application/partial-upload")
-        .body(reqwest::Body::wrap_stream(body))
-        .send()
-        .await
-        .unwrap();
+    let short = draft_last_piece(&server, 8, &id, 0, reqwest::Body::wrap_stream(body)).await;
     assert_eq!(short.status(), 409);
     assert_eq!(short.headers()["upload-offset"], "400");
     let answer: Value = short.json().await.unwrap();
@@ -231,27 +232,10 @@ async fn a_final_append_that_ends_short_of_the_size_is_409_and_keeps_its_bytes()
     assert_complete(&server, &id, &bytes).await;
 
     // A chunked last piece that runs past the size: what fits is kept, the rest never is.
-    let created = client()
-        .post(server.url("/uploads"))
-        .header("Upload-Draft-Interop-Version", "8")
-        .header("Upload-Complete", "?0")
-        .header("Upload-Length", "1000")
-        .send()
-        .await
-        .unwrap();
-    let id = id_from_location(created.headers()["location"].to_str().unwrap());
+    let id = draft_create(&server, Some(1000)).await;
     let mut longer = bytes.clone();
     longer.extend_from_slice(&data(500, 910));
-    let over = client()
-        .patch(server.url(&format!("/uploads/{id}")))
-        .header("Upload-Draft-Interop-Version", "8")
-        .header("Upload-Offset", "0")
-        .header("Upload-Complete", "?1")
-        .header("Content-Type", "application/partial-upload")
-        .body(chunked(&longer))
-        .send()
-        .await
-        .unwrap();
+    let over = draft_last_piece(&server, 8, &id, 0, chunked(&longer)).await;
     assert_eq!(over.status(), 409);
     assert_eq!(
         over.json::<Value>().await.unwrap()["error"],
@@ -320,29 +304,13 @@ async fn an_append_that_completes_an_upload_answers_2xx_in_every_protocol() {
     // The draft: a `?1` append with Content-Length and chunked, on a declared and a deferred
     // size; a whole upload in the creation request, with Content-Length and chunked.
     for (declared, framing_chunked) in [(true, false), (true, true), (false, true)] {
-        let mut create = client()
-            .post(server.url("/uploads"))
-            .header("Upload-Draft-Interop-Version", "8")
-            .header("Upload-Complete", "?0");
-        if declared {
-            create = create.header("Upload-Length", "5000");
-        }
-        let id = location(&create.send().await.unwrap());
+        let id = draft_create(&server, declared.then_some(5000)).await;
         let body = if framing_chunked {
             chunked(&bytes)
         } else {
             bytes.clone().into()
         };
-        let answer = client()
-            .patch(server.url(&format!("/uploads/{id}")))
-            .header("Upload-Draft-Interop-Version", "8")
-            .header("Upload-Offset", "0")
-            .header("Upload-Complete", "?1")
-            .header("Content-Type", "application/partial-upload")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let answer = draft_last_piece(&server, 8, &id, 0, body).await;
         let what = format!("draft ?1 append, declared {declared}, chunked {framing_chunked}");
         assert_eq!(answer.status(), 204, "{what}");
         finished.push((what, id));
@@ -429,7 +397,7 @@ async fn a_body_half_closed_under_cpu_load_keeps_every_byte_sent() {
              Content-Length: {}\r\n\r\n",
             8 * MIB
         );
-        let mut conn = send_head(server.port, &head);
+        let mut conn = send_raw(server.port, head.as_bytes());
         conn.write_all(&bytes).expect("body");
         conn.shutdown(Shutdown::Write).expect("half-close");
         // The server answers (or closes) once it has committed what arrived.
@@ -499,7 +467,7 @@ async fn a_delete_during_a_streaming_append_ends_it_with_410_and_removes_the_byt
     let head = format!(
         "PATCH /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpload-Offset: 0\r\nContent-Length: 1000000\r\n\r\n"
     );
-    let mut conn = send_head(server.port, &head);
+    let mut conn = send_raw(server.port, head.as_bytes());
     conn.write_all(&data(300_000, 907)).unwrap();
     wait_appends_in_flight(&server, 1).await;
     let deleted = client()

@@ -1,5 +1,4 @@
 use std::io::Write;
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -8,24 +7,12 @@ fn id_of(status: &serde_json::Value) -> String {
     status["id"].as_str().unwrap().to_owned()
 }
 
-/// Opens a PATCH that declares `declared` bytes and sends only `sent` of `bytes` from `offset`.
-fn partial_patch(port: u16, id: &str, offset: usize, declared: usize, bytes: &[u8]) -> TcpStream {
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let head = format!(
-        "PATCH /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpload-Offset: {offset}\r\nContent-Length: {declared}\r\n\r\n"
-    );
-    conn.write_all(head.as_bytes()).unwrap();
-    conn.write_all(bytes).unwrap();
-    conn.flush().unwrap();
-    conn
-}
-
 #[tokio::test]
 async fn a_dropped_connection_keeps_every_byte_that_arrived() {
     let server = TestServer::start();
     let bytes = data(1_000_000, 11);
     let id = id_of(&create(&server, "f.bin", 1_000_000).await);
-    let conn = partial_patch(server.port, &id, 0, 1_000_000, &bytes[..300_001]);
+    let conn = open_patch(server.port, &id, 0, 1_000_000, &bytes[..300_001]);
     // Once the server is streaming the body and has read every byte sent off the socket.
     // (Dropping at once can lose up to 128 KiB in actix-http's read buffer when the body
     // ends while the handler is behind.)
@@ -56,7 +43,7 @@ async fn a_new_patch_takes_over_from_a_stalled_one_at_once() {
     let bytes = data(1_000_000, 12);
     let id = id_of(&create(&server, "f.bin", 1_000_000).await);
     // The stalled request: 200,000 bytes, then silence on an open connection.
-    let mut stalled = partial_patch(server.port, &id, 0, 1_000_000, &bytes[..200_000]);
+    let mut stalled = open_patch(server.port, &id, 0, 1_000_000, &bytes[..200_000]);
     wait_appends_in_flight(&server, 1).await;
     wait_sent_bytes_taken(&server, &stalled).await;
 
@@ -116,7 +103,7 @@ async fn after_kill_9_mid_append_the_upload_resumes_to_a_correct_file() {
         200
     );
     // A slow append: 1.5 MB over about 1.5 s, then the server dies mid-body.
-    let mut conn = partial_patch(server.port, &id, 100_000, 2_900_000, &[]);
+    let mut conn = open_patch(server.port, &id, 100_000, 2_900_000, &[]);
     let mut sent = 100_000;
     for piece in bytes[100_000..1_600_000].chunks(100_000) {
         conn.write_all(piece).unwrap();
@@ -145,7 +132,7 @@ async fn sigterm_commits_open_appends_before_exiting() {
     let mut server = TestServer::start();
     let bytes = data(1_000_000, 14);
     let id = id_of(&create(&server, "f.bin", 1_000_000).await);
-    let conn = partial_patch(server.port, &id, 0, 1_000_000, &bytes[..500_000]);
+    let conn = open_patch(server.port, &id, 0, 1_000_000, &bytes[..500_000]);
     wait_appends_in_flight(&server, 1).await;
     wait_sent_bytes_taken(&server, &conn).await;
     let took = server.terminate();
@@ -269,7 +256,7 @@ async fn a_body_that_goes_silent_is_ended_after_the_idle_timeout_keeping_its_byt
     let server = TestServer::start_with(&["--idle-timeout", "1s"], &[]);
     let bytes = data(500_000, 15);
     let id = id_of(&create(&server, "f.bin", 500_000).await);
-    let mut conn = partial_patch(server.port, &id, 0, 500_000, &bytes[..100_000]);
+    let mut conn = open_patch(server.port, &id, 0, 500_000, &bytes[..100_000]);
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let started = Instant::now();

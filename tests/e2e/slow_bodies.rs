@@ -2,26 +2,13 @@
 //! thread, one address holds a bounded share of the appends, and a body below the minimum
 //! rate ends (408) with its bytes kept.
 
-use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
 
 fn id_of(status: &serde_json::Value) -> String {
     status["id"].as_str().expect("id").to_owned()
-}
-
-/// Opens a PATCH for `declared` bytes and sends `first` of them, from the test's address.
-fn open_append(port: u16, id: &str, declared: usize, first: &[u8]) -> TcpStream {
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let head = format!(
-        "PATCH /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpload-Offset: 0\r\n\
-         Content-Length: {declared}\r\n\r\n"
-    );
-    conn.write_all(head.as_bytes()).expect("head");
-    conn.write_all(first).expect("body");
-    conn
 }
 
 /// A client on another loopback address, so per-address caps do not count it.
@@ -60,7 +47,7 @@ async fn a_thousand_trickling_bodies_hold_no_threads_and_block_nobody() {
     let mut conns = Vec::new();
     for _ in 0..slow {
         let id = id_of(&create(&server, "slow.bin", 1_000_000).await);
-        conns.push(open_append(server.port, &id, 1_000_000, b"x"));
+        conns.push(open_patch(server.port, &id, 0, 1_000_000, b"x"));
     }
     wait_appends_in_flight(&server, slow).await;
     let threads = threads_of(server.pid());
@@ -130,8 +117,8 @@ async fn one_address_holds_a_bounded_share_of_the_appends() {
         }
         ids
     };
-    let _a = open_append(server.port, &ids[0], 1000, b"ab");
-    let _b = open_append(server.port, &ids[1], 1000, b"cd");
+    let _a = open_patch(server.port, &ids[0], 0, 1000, b"ab");
+    let _b = open_patch(server.port, &ids[1], 0, 1000, b"cd");
     wait_appends_in_flight(&server, 2).await;
     let third = patch(&server, &ids[2], 0, data(1000, 32)).await;
     assert_eq!(third.status(), 429);

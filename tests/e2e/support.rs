@@ -105,12 +105,7 @@ impl TestServer {
         let line = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the server prints its address");
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        let port = port_in(&line);
         self.port = port;
         self.base = format!("http://127.0.0.1:{port}");
         self.child = Some(child);
@@ -285,12 +280,39 @@ where
     }
 }
 
-/// A raw HTTP/1.1 exchange: sends `request` as is, returns (status, head, body).
-pub fn raw(port: u16, request: &[u8]) -> (u16, String, String) {
+/// A raw connection to the server that has sent `bytes`; reads time out after 30 s.
+pub fn send_raw(port: u16, bytes: &[u8]) -> TcpStream {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     conn.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    conn.write_all(request).expect("send");
-    read_answer(&mut conn)
+    conn.write_all(bytes).expect("send");
+    conn.flush().expect("flush");
+    conn
+}
+
+/// A raw HTTP/1.1 exchange: sends `request` as is, returns (status, head, body).
+pub fn raw(port: u16, request: &[u8]) -> (u16, String, String) {
+    read_answer(&mut send_raw(port, request))
+}
+
+/// Opens a native PATCH at `offset` that declares `declared` bytes and sends only `first`.
+pub fn open_patch(port: u16, id: &str, offset: usize, declared: usize, first: &[u8]) -> TcpStream {
+    let head = format!(
+        "PATCH /uploads/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpload-Offset: {offset}\r\n\
+         Content-Length: {declared}\r\n\r\n"
+    );
+    let mut conn = send_raw(port, head.as_bytes());
+    conn.write_all(first).expect("body");
+    conn.flush().expect("flush");
+    conn
+}
+
+/// The port at the end of the address line the server prints on start.
+pub fn port_in(line: &str) -> u16 {
+    line.trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"))
 }
 
 /// Reads one answer (head and a Content-Length body) from a raw connection.
