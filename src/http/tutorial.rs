@@ -6,8 +6,8 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::headers::{optional_count, parse_count};
-use super::native::{detached, parse_id};
+use super::extract::{client, optional_count, parse_count, parse_id};
+use super::flow;
 use crate::error::ApiError;
 use crate::upload::{AppendRequest, Engine, UploadError};
 
@@ -61,8 +61,7 @@ async fn upload(
     let status = match engine.tutorial_upload(&id).await? {
         Some(status) => status,
         None if start == 0 => {
-            ctx.tokens.check(&req)?;
-            ctx.create_rate.check(req.peer_addr().map(|a| a.ip()))?;
+            flow::admit_creation(&req, &ctx)?;
             engine.tutorial_create(&id).await?
         }
         None => {
@@ -79,12 +78,9 @@ async fn upload(
         content_length,
         checksum: None,
         complete: false,
-        client: req.peer_addr().map(|addr| addr.ip()),
+        client: client(&req),
     };
-    let engine = engine.into_inner();
-    let appended =
-        detached(async move { Ok(engine.append(upload_id, request, payload).await?) }).await;
-    match appended {
+    match flow::append_body(engine.into_inner(), upload_id, request, payload).await {
         Ok(status) => Ok(plain(format!("Success {}", status.received))),
         // The tutorial answers a wrong start byte with 400, not 409.
         Err(ApiError::Upload(UploadError::OffsetMismatch { received, .. })) => {
