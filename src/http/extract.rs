@@ -9,6 +9,7 @@ use actix_web::{web, HttpRequest};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use futures_util::StreamExt;
+use tracing::Instrument;
 
 use crate::config::MAX_REPRESENTABLE_SIZE;
 use crate::error::ApiError;
@@ -78,11 +79,12 @@ pub async fn read_limited(mut payload: web::Payload, limit: usize) -> Result<Vec
 }
 
 /// Runs an engine call that owns the request body on this worker, detached from the handler.
-/// If the client vanishes actix may drop the handler; the detached task still commits.
+/// If the client vanishes actix may drop the handler; the detached task still commits, and
+/// logs in the request's span.
 pub async fn detached<T: 'static>(
     work: impl Future<Output = Result<T, ApiError>> + 'static,
 ) -> Result<T, ApiError> {
-    actix_web::rt::spawn(work)
+    actix_web::rt::spawn(work.in_current_span())
         .await
         .map_err(|e| ApiError::Internal(format!("append task failed: {e}")))?
 }
