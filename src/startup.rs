@@ -4,10 +4,10 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
-use actix_web::dev::{AppConfig, Extensions, Server, Service};
+use actix_web::dev::{AppConfig, Extensions, Server};
 use actix_web::{web, App};
 use tracing::{info, warn};
 
@@ -136,25 +136,12 @@ impl Application {
             let app = App::new()
                 .app_data(engine_data.clone())
                 .app_data(ctx.clone())
-                .wrap_fn(|req, srv| {
-                    let started = Instant::now();
-                    let (method, path) = (req.method().clone(), req.path().to_owned());
-                    let response = srv.call(req);
-                    async move {
-                        let response = response.await?;
-                        let upload = path
-                            .strip_prefix("/uploads/")
-                            .and_then(|rest| rest.split('/').next())
-                            .unwrap_or_default();
-                        info!(%method, %path, upload, status = response.status().as_u16(),
-                              ms = started.elapsed().as_millis() as u64, "request");
-                        Ok(response)
-                    }
-                })
                 .wrap(actix_web::middleware::from_fn(http::protocol_middleware))
                 .wrap(actix_web::middleware::from_fn(http::limit_header_size))
                 .wrap(actix_web::middleware::from_fn(http::browser_safety))
                 .wrap(cors(policy.clone()))
+                // Outermost: requests the middlewares above refuse are logged too.
+                .wrap(http::request_log())
                 .configure(|cfg| {
                     if tutorial_api {
                         http::tutorial_routes(cfg);

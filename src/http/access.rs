@@ -4,6 +4,7 @@
 use actix_web::http::header;
 use actix_web::HttpRequest;
 use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
 
 use crate::error::ApiError;
 
@@ -45,9 +46,11 @@ impl Tokens {
         // Comparing digests, every byte, of every token: the time taken says nothing about
         // how much of a guess was right (or how long the real tokens are).
         let matched = presented.is_some_and(|p| {
-            self.digests
+            let found = self
+                .digests
                 .iter()
-                .fold(false, |found, d| found | constant_time_eq(d, &p))
+                .fold(Choice::from(0), |found, d| found | d[..].ct_eq(&p[..]));
+            bool::from(found)
         });
         if matched {
             Ok(())
@@ -59,10 +62,6 @@ impl Tokens {
 
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
-}
-
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -1,15 +1,27 @@
 //! The HTTP layer: parses requests, calls the engine, writes responses. No SQL, no file I/O.
+//!
+//! One room per protocol — `native` (with `multipart`), `tus`, `draft`, `tutorial` — each
+//! picked by its route guard below; what they share is in `extract` (reading requests),
+//! `flow` (creating and appending) and `respond` (answering).
 
 mod access;
 mod browser;
 mod conn;
-mod headers;
+mod content;
+mod draft;
+mod extract;
+mod flow;
+mod log;
+mod metadata;
+mod middleware;
 mod multipart;
 mod native;
 mod origin;
 mod page;
+mod protocol;
 mod range;
 mod rate;
+mod respond;
 mod tus;
 mod tutorial;
 mod watch;
@@ -18,14 +30,17 @@ pub use access::Tokens;
 pub use browser::browser_safety;
 pub(crate) use conn::body as gated_body;
 pub use conn::GatedStream;
+pub use log::{request_log, RequestLog};
+pub use middleware::{limit_header_size, protocol as protocol_middleware};
 pub use origin::Policy;
 pub use rate::{parse_rate, CreateRate};
-pub use tus::middleware as protocol_middleware;
 pub use watch::WatcherSlots;
 
+use actix_web::http::Method;
 use actix_web::{guard, web, HttpResponse};
 
 use crate::error::ApiError;
+use protocol::{is_draft, is_tus};
 
 /// What handlers need besides the engine.
 pub struct Ctx {
@@ -44,50 +59,35 @@ pub struct Ctx {
     pub metrics_token: Option<Tokens>,
 }
 
-/// 431 for a request head larger than --max-header-size (actix's own limit is 128 KiB).
-pub async fn limit_header_size(
-    req: actix_web::dev::ServiceRequest,
-    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
-) -> Result<
-    actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
-    actix_web::Error,
-> {
-    let limit = req
-        .app_data::<web::Data<Ctx>>()
-        .map_or(usize::MAX, |ctx| ctx.max_header_size);
-    let size: usize = req
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum::<usize>()
-        + req.uri().to_string().len();
-    if size > limit {
-        let response = ApiError::HeadersTooLarge(limit);
-        return Ok(req.error_response(response).map_into_right_body());
-    }
-    Ok(next.call(req).await?.map_into_left_body())
-}
-
 /// The tutorial protocol's routes (only with --tutorial-api).
 pub fn tutorial_routes(cfg: &mut web::ServiceConfig) {
     tutorial::routes(cfg);
 }
 
-/// The one route table.
+/// The one route table. Where the protocols differ, a guard picks tus' or the draft's
+/// handler and the native one is the fallback; the protocol middleware has already refused
+/// versions not served and applied `X-HTTP-Method-Override`. Other methods are 405.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/uploads")
+            .route(web::post().guard(is_tus).to(tus::create))
+            .route(web::post().guard(is_draft).to(draft::create))
             .route(web::post().to(native::create))
-            .route(web::method(actix_web::http::Method::OPTIONS).to(tus::options))
+            .route(web::method(Method::OPTIONS).to(tus::options))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/uploads/{id}")
             .route(web::get().to(native::status))
+            // tus' HEAD is the native one.
+            .route(web::head().guard(is_draft).to(draft::head))
             .route(web::head().to(native::head))
+            .route(web::patch().guard(is_tus).to(tus::append))
+            .route(web::patch().guard(is_draft).to(draft::append))
             .route(web::patch().to(native::append))
+            // tus termination is the native DELETE.
             .route(web::delete().to(native::delete))
-            .route(web::method(actix_web::http::Method::OPTIONS).to(tus::options))
+            .route(web::method(Method::OPTIONS).to(tus::options))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
@@ -95,7 +95,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(
                 web::route()
                     .guard(guard::Any(guard::Get()).or(guard::Head()))
-                    .to(native::content),
+                    .to(content::content),
             )
             .default_service(web::to(method_not_allowed)),
     )

@@ -6,7 +6,7 @@ use actix_multipart::{Field, Multipart};
 use actix_web::http::header::HeaderMap;
 use futures_util::StreamExt;
 
-use super::native::is_media_type;
+use super::extract::is_media_type;
 use crate::error::ApiError;
 use crate::upload::input::parse_sha256_hex;
 use crate::upload::{Engine, NewUpload, Status, Streamed};

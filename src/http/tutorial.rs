@@ -6,8 +6,8 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::headers::{optional_count, parse_count};
-use super::native::{detached, parse_id};
+use super::extract::{client, optional_count, parse_count, parse_id};
+use super::flow;
 use crate::error::ApiError;
 use crate::upload::input::validate_name;
 use crate::upload::{AppendRequest, Engine, NewUpload, UploadError};
@@ -79,8 +79,7 @@ async fn upload(
     let status = match engine.find_by_key(&id).await? {
         Some(status) => status,
         None if start == 0 => {
-            ctx.tokens.check(&req)?;
-            ctx.create_rate.check(req.peer_addr().map(|a| a.ip()))?;
+            flow::admit_creation(&req, &ctx)?;
             engine.create_for_key(&id, new_upload(&id)).await?
         }
         None => {
@@ -97,12 +96,9 @@ async fn upload(
         content_length,
         checksum: None,
         complete: false,
-        client: req.peer_addr().map(|addr| addr.ip()),
+        client: client(&req),
     };
-    let engine = engine.into_inner();
-    let appended =
-        detached(async move { Ok(engine.append(upload_id, request, payload).await?) }).await;
-    match appended {
+    match flow::append_body(engine.into_inner(), upload_id, request, payload).await {
         Ok(status) => Ok(plain(format!("Success {}", status.received))),
         // The tutorial answers a wrong start byte with 400, not 409.
         Err(ApiError::Upload(UploadError::OffsetMismatch { received, .. })) => {

@@ -15,8 +15,8 @@ use actix_ws::{CloseCode, CloseReason, Message};
 use bytes::Bytes;
 use tokio::time::{interval_at, sleep, Instant};
 
-use super::headers::parse_count;
-use super::native::{parse_id, status_response};
+use super::extract::{parse_count, parse_id};
+use super::respond::status_response;
 use super::Ctx;
 use crate::error::ApiError;
 use crate::metrics::{Channel, Gauge};

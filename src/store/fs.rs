@@ -136,7 +136,8 @@ impl Store for FsStore {
     }
 
     async fn check_writable(&self) -> Result<()> {
-        let probe = self.dir.join(".healthz");
+        // A name of its own: two checks at once must not remove each other's probe.
+        let probe = self.dir.join(format!(".healthz-{}", uuid::Uuid::new_v4()));
         self.blocking(move |_| {
             fs::write(&probe, b"ok")
                 .and_then(|_| fs::remove_file(&probe))

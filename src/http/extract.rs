@@ -1,12 +1,109 @@
-//! Strict parsers for the request headers of API.md. Bad values become 400s with their code.
+//! Typed readers of the request, shared by every protocol: strict parsers for the headers of
+//! API.md (bad values become 400s with their code), the upload id, the Content-Type, and the
+//! body.
 
-use actix_web::http::header::HeaderMap;
+use std::future::Future;
+
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::{web, HttpRequest};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use futures_util::StreamExt;
+use tracing::Instrument;
 
 use crate::config::MAX_REPRESENTABLE_SIZE;
 use crate::error::ApiError;
-use crate::upload::{Algorithm, ChunkChecksum};
+use crate::upload::{Algorithm, ChunkChecksum, UploadId};
+
+pub fn parse_id(path: &str) -> Result<UploadId, ApiError> {
+    path.parse().map_err(|e: crate::upload::model::InvalidId| {
+        ApiError::bad_request("invalid_id", e.to_string())
+    })
+}
+
+/// The client's address, which the engine's per-client caps count by.
+pub fn client(req: &HttpRequest) -> Option<std::net::IpAddr> {
+    req.peer_addr().map(|addr| addr.ip())
+}
+
+/// The request's media type, parsed the one way every handler reads it. Type and subtype
+/// are case-insensitive (RFC 9110, section 8.3.1), so they come lowercased; parameters that
+/// do not parse are dropped rather than taking the type with them. `None`: no Content-Type,
+/// or not a media type at all.
+pub fn content_type(headers: &HeaderMap) -> Option<mime::Mime> {
+    let text = headers.get(header::CONTENT_TYPE)?.to_str().ok()?.trim();
+    text.parse().ok().or_else(|| {
+        let essence = text.split(';').next().unwrap_or_default().trim();
+        essence.parse().ok()
+    })
+}
+
+/// 415 unless the request's Content-Type is `wanted` (a lowercase `type/subtype`).
+pub fn require_content_type(headers: &HeaderMap, wanted: &str) -> Result<(), ApiError> {
+    if content_type(headers).is_some_and(|m| m.essence_str() == wanted) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "this append carries Content-Type: {wanted}"
+        )))
+    }
+}
+
+/// Whether a media type the client declares for its file (stored, and served back on
+/// download) is `type/subtype` with optional parameters, printable ASCII, at most 255 bytes.
+pub fn is_media_type(text: &str) -> bool {
+    let essence = text.split(';').next().unwrap_or_default();
+    let valid_token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    text.len() <= 255
+        && text.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && essence
+            .split_once('/')
+            .is_some_and(|(t, s)| valid_token(t.trim()) && valid_token(s.trim()))
+}
+
+/// The whole body, refused once it passes `limit` bytes.
+pub async fn read_limited(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::BodyTooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Runs an engine call that owns the request body on this worker, detached from the handler.
+/// If the client vanishes actix may drop the handler; the detached task still commits, and
+/// logs in the request's span.
+pub async fn detached<T: 'static>(
+    work: impl Future<Output = Result<T, ApiError>> + 'static,
+) -> Result<T, ApiError> {
+    actix_web::rt::spawn(work.in_current_span())
+        .await
+        .map_err(|e| ApiError::Internal(format!("append task failed: {e}")))?
+}
+
+/// The draft's `Upload-Complete: ?1 / ?0` (a structured-field boolean).
+pub fn upload_complete(headers: &HeaderMap) -> Result<Option<bool>, ApiError> {
+    match headers
+        .get("Upload-Complete")
+        .map(|v| v.to_str().unwrap_or_default().trim())
+    {
+        None => Ok(None),
+        Some("?1") => Ok(Some(true)),
+        Some("?0") => Ok(Some(false)),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_upload_complete",
+            "Upload-Complete is ?1 or ?0",
+        )),
+    }
+}
 
 /// A byte count: decimal digits only, no sign, spaces or exponent, at most 2^63 - 1.
 pub fn parse_count(text: &str) -> Option<u64> {
@@ -204,6 +301,45 @@ mod tests {
         assert_eq!(short.unwrap_err().code(), "invalid_checksum");
         assert!(chunk_checksum(&headers(&[])).unwrap().is_none());
     }
+
+    #[test]
+    fn content_types_are_read_one_way() {
+        let of = |value: &str| content_type(&headers(&[("content-type", value)]));
+        let essence = |value: &str| of(value).map(|m| m.essence_str().to_owned());
+        assert_eq!(
+            essence("Application/JSON").as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(
+            essence("application/json; charset=utf-8").as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(
+            essence("application/json ; charset").as_deref(),
+            Some("application/json"),
+            "a bad parameter does not lose the type"
+        );
+        assert_eq!(
+            of("multipart/form-data; boundary=x").map(|m| m.type_() == mime::MULTIPART),
+            Some(true)
+        );
+        assert_eq!(of("garbage"), None);
+        assert_eq!(content_type(&headers(&[])), None);
+        let partial = headers(&[("content-type", "APPLICATION/PARTIAL-UPLOAD")]);
+        assert!(require_content_type(&partial, "application/partial-upload").is_ok());
+        let wrong = require_content_type(&partial, "application/offset+octet-stream");
+        assert_eq!(wrong.unwrap_err().code(), "unsupported_media_type");
+    }
+
+    #[test]
+    fn media_types_are_checked() {
+        assert!(is_media_type("video/mp4"));
+        assert!(is_media_type("text/plain; charset=utf-8"));
+        assert!(!is_media_type("video"));
+        assert!(!is_media_type("video/"));
+        assert!(!is_media_type("vid eo/mp4"));
+        assert!(!is_media_type(&format!("a/{}", "b".repeat(300))));
+    }
 }
 
 /// Property tests: the parsers take any input without panicking, and accept exactly what they
@@ -242,6 +378,20 @@ mod properties {
             headers.insert(HeaderName::from_static("content-digest"), HeaderValue::from_str(&value).unwrap());
             let parsed = chunk_checksum(&headers).unwrap().unwrap();
             prop_assert_eq!(parsed.expected, digest);
+        }
+
+        #[test]
+        fn upload_complete_is_a_strict_boolean(value in "[ -~]{0,6}") {
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(HeaderName::from_static("upload-complete"), v);
+                let parsed = upload_complete(&headers);
+                match value.trim() {
+                    "?1" => prop_assert_eq!(parsed.ok(), Some(Some(true))),
+                    "?0" => prop_assert_eq!(parsed.ok(), Some(Some(false))),
+                    _ => prop_assert!(parsed.is_err()),
+                }
+            }
         }
     }
 }
