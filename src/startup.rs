@@ -44,137 +44,14 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| StartupError::DataDir(config.data_dir.clone(), e))?;
-        let meta = SqliteMeta::connect(&config.database_url()).await?;
-        let store = FsStore::open(&config.data_dir)?;
-        let settings = Settings {
-            max_upload_size: config.max_upload_size,
-            expire_after: config.expire_after,
-            forget_after: config.forget_after,
-            idle_timeout: config.idle_timeout,
-            min_free_space: match config.min_free_space {
-                Some(0) => None,
-                Some(bytes) => Some(bytes),
-                // 5 % of the disk, at most 1 GiB; nothing for a store without a disk.
-                None => store
-                    .space()
-                    .await?
-                    .map(|space| (space.total_bytes / 20).min(1 << 30)),
-            },
-            max_appends: config.max_appends,
-            max_appends_per_client: config.max_appends_per_client,
-            min_body_rate: config
-                .min_body_rate
-                .0
-                .map(|(bytes, window)| MinRate { bytes, window }),
-        };
-        let engine = Arc::new(Engine::new(
-            Arc::new(meta),
-            Arc::new(store),
-            Arc::new(LocalCluster::default()),
-            settings,
-        ));
-        let repaired = engine.reconcile().await?;
-        if repaired > 0 {
-            warn!(repaired, "uploads repaired after an unclean stop");
-        }
-        let purged = engine.purge_removed().await?;
-        if purged > 0 {
-            warn!(
-                purged,
-                "bytes of removed uploads deleted after an unclean stop"
-            );
-        }
-
+        let engine = open_engine(&config).await?;
         let listener = TcpListener::bind(&config.bind)
             .map_err(|e| StartupError::Bind(config.bind.clone(), e))?;
         let addr = listener
             .local_addr()
             .map_err(|e| StartupError::Bind(config.bind.clone(), e))?;
-        let engine_data = web::Data::from(engine.clone());
-        let open_files = raise_open_file_limit();
-        // Half of the descriptors left after a small reserve may be watchers; the other half
-        // stays for uploads (a socket and a file each), downloads, the database and accepting.
-        let max_watchers = config
-            .max_watchers
-            .min(usize::try_from(open_files.saturating_sub(64) / 2).unwrap_or(usize::MAX));
-        info!(
-            open_files,
-            max_watchers,
-            max_appends = config.max_appends,
-            max_appends_per_client = config.max_appends_per_client,
-            "limits"
-        );
-        let tokens = config.tokens()?;
-        if tokens.is_empty() && !addr.ip().is_loopback() {
-            if !config.allow_anonymous {
-                return Err(StartupError::AnonymousOnPublicAddress(addr));
-            }
-            warn!(%addr, "no token: anyone who can reach this address may create uploads (--allow-anonymous)");
-        }
-        let policy = Arc::new(http::Policy::new(
-            addr,
-            config.public_url.as_deref(),
-            &config.allowed_hosts,
-            &config.allowed_origins,
-        ));
-        let ctx = web::Data::new(Ctx {
-            public_url: config.public_url.clone(),
-            policy: policy.clone(),
-            create_rate: http::CreateRate::new(config.create_rate.0, config.create_burst),
-            metrics_token: config.metrics_token()?.map(|t| http::Tokens::new(&[t])),
-            watchers: http::WatcherSlots::new(max_watchers, config.max_watchers_per_upload),
-            tokens: http::Tokens::new(&tokens),
-            max_header_size: usize::try_from(config.max_header_size).unwrap_or(usize::MAX),
-        });
-
-        let tutorial_api = config.tutorial_api;
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        // What actix-web's HttpServer does, but over `GatedStream` (see src/http/conn.rs).
-        let factory = move || {
-            let app = App::new()
-                .app_data(engine_data.clone())
-                .app_data(ctx.clone())
-                .wrap(actix_web::middleware::from_fn(http::protocol_middleware))
-                .wrap(actix_web::middleware::from_fn(http::limit_header_size))
-                .wrap(actix_web::middleware::from_fn(http::browser_safety))
-                .wrap(cors(policy.clone()))
-                // Outermost: requests the middlewares above refuse are logged too.
-                .wrap(http::request_log())
-                .configure(|cfg| {
-                    if tutorial_api {
-                        http::tutorial_routes(cfg);
-                    }
-                })
-                .configure(http::routes);
-            let app = app
-                .into_factory()
-                .map_err(|e: actix_web::Error| e.error_response());
-            let service = actix_http::HttpService::build()
-                .client_disconnect_timeout(Duration::from_secs(1))
-                // A client that closes its side is gone: its SSE stream or long poll ends now,
-                // not at the next heartbeat. (A body being read keeps its bytes: conn.rs holds
-                // the EOF back until the body has them all.)
-                .h1_allow_half_closed(false)
-                .local_addr(addr)
-                .on_connect_ext(|io: &http::GatedStream, data: &mut Extensions| {
-                    data.insert(io.gate());
-                })
-                .h1(map_config(app, |_| AppConfig::default()));
-            fn_service(|io: actix_web::rt::net::TcpStream| {
-                let peer = io.peer_addr().ok();
-                std::future::ready(Ok((http::GatedStream::new(io), peer)))
-            })
-            .and_then(service)
-        };
-        let server = actix_server::Server::build()
-            .workers(workers)
-            .disable_signals()
-            .shutdown_timeout(30)
-            .listen("resumable", listener, factory)
-            .map_err(|e| StartupError::Bind(config.bind.clone(), e))?
-            .run();
+        let (ctx, policy) = http_context(&config, addr)?;
+        let server = serve(&config, listener, engine.clone(), ctx, policy)?;
         Ok(Application {
             addr,
             server,
@@ -209,6 +86,160 @@ impl Application {
         sweeper.abort();
         result
     }
+}
+
+/// Opens the metadata backend and the byte store the config names, builds the engine over
+/// them, and repairs what an unclean stop left behind.
+async fn open_engine(config: &Config) -> Result<Arc<Engine>, StartupError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartupError::DataDir(config.data_dir.clone(), e))?;
+    let meta = SqliteMeta::connect(&config.database_url()).await?;
+    let store = FsStore::open(&config.data_dir)?;
+    let settings = settings(config, &store).await?;
+    let engine = Arc::new(Engine::new(
+        Arc::new(meta),
+        Arc::new(store),
+        Arc::new(LocalCluster::default()),
+        settings,
+    ));
+    let repaired = engine.reconcile().await?;
+    if repaired > 0 {
+        warn!(repaired, "uploads repaired after an unclean stop");
+    }
+    let purged = engine.purge_removed().await?;
+    if purged > 0 {
+        warn!(
+            purged,
+            "bytes of removed uploads deleted after an unclean stop"
+        );
+    }
+    Ok(engine)
+}
+
+async fn settings(config: &Config, store: &dyn Store) -> Result<Settings, StartupError> {
+    Ok(Settings {
+        max_upload_size: config.max_upload_size,
+        expire_after: config.expire_after,
+        forget_after: config.forget_after,
+        idle_timeout: config.idle_timeout,
+        min_free_space: match config.min_free_space {
+            Some(0) => None,
+            Some(bytes) => Some(bytes),
+            // 5 % of the disk, at most 1 GiB; nothing for a store without a disk.
+            None => store
+                .space()
+                .await?
+                .map(|space| (space.total_bytes / 20).min(1 << 30)),
+        },
+        max_appends: config.max_appends,
+        max_appends_per_client: config.max_appends_per_client,
+        min_body_rate: config
+            .min_body_rate
+            .0
+            .map(|(bytes, window)| MinRate { bytes, window }),
+    })
+}
+
+/// What the handlers need besides the engine: limits, tokens and the browser policy.
+fn http_context(
+    config: &Config,
+    addr: SocketAddr,
+) -> Result<(web::Data<Ctx>, Arc<http::Policy>), StartupError> {
+    let open_files = raise_open_file_limit();
+    // Half of the descriptors left after a small reserve may be watchers; the other half
+    // stays for uploads (a socket and a file each), downloads, the database and accepting.
+    let max_watchers = config
+        .max_watchers
+        .min(usize::try_from(open_files.saturating_sub(64) / 2).unwrap_or(usize::MAX));
+    info!(
+        open_files,
+        max_watchers,
+        max_appends = config.max_appends,
+        max_appends_per_client = config.max_appends_per_client,
+        "limits"
+    );
+    let tokens = config.tokens()?;
+    if tokens.is_empty() && !addr.ip().is_loopback() {
+        if !config.allow_anonymous {
+            return Err(StartupError::AnonymousOnPublicAddress(addr));
+        }
+        warn!(%addr, "no token: anyone who can reach this address may create uploads (--allow-anonymous)");
+    }
+    let policy = Arc::new(http::Policy::new(
+        addr,
+        config.public_url.as_deref(),
+        &config.allowed_hosts,
+        &config.allowed_origins,
+    ));
+    let ctx = web::Data::new(Ctx {
+        public_url: config.public_url.clone(),
+        policy: policy.clone(),
+        create_rate: http::CreateRate::new(config.create_rate.0, config.create_burst),
+        metrics_token: config.metrics_token()?.map(|t| http::Tokens::new(&[t])),
+        watchers: http::WatcherSlots::new(max_watchers, config.max_watchers_per_upload),
+        tokens: http::Tokens::new(&tokens),
+        max_header_size: usize::try_from(config.max_header_size).unwrap_or(usize::MAX),
+    });
+    Ok((ctx, policy))
+}
+
+/// What actix-web's HttpServer does, but over `GatedStream` (see src/http/conn.rs).
+fn serve(
+    config: &Config,
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    ctx: web::Data<Ctx>,
+    policy: Arc<http::Policy>,
+) -> Result<Server, StartupError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartupError::Bind(config.bind.clone(), e))?;
+    let engine_data = web::Data::from(engine);
+    let tutorial_api = config.tutorial_api;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let factory = move || {
+        let app = App::new()
+            .app_data(engine_data.clone())
+            .app_data(ctx.clone())
+            .wrap(actix_web::middleware::from_fn(http::protocol_middleware))
+            .wrap(actix_web::middleware::from_fn(http::limit_header_size))
+            .wrap(actix_web::middleware::from_fn(http::browser_safety))
+            .wrap(cors(policy.clone()))
+            // Outermost: requests the middlewares above refuse are logged too.
+            .wrap(http::request_log())
+            .configure(|cfg| {
+                if tutorial_api {
+                    http::tutorial_routes(cfg);
+                }
+            })
+            .configure(http::routes);
+        let app = app
+            .into_factory()
+            .map_err(|e: actix_web::Error| e.error_response());
+        let service = actix_http::HttpService::build()
+            .client_disconnect_timeout(Duration::from_secs(1))
+            // A client that closes its side is gone: its SSE stream or long poll ends now,
+            // not at the next heartbeat. (A body being read keeps its bytes: conn.rs holds
+            // the EOF back until the body has them all.)
+            .h1_allow_half_closed(false)
+            .local_addr(addr)
+            .on_connect_ext(|io: &http::GatedStream, data: &mut Extensions| {
+                data.insert(io.gate());
+            })
+            .h1(map_config(app, |_| AppConfig::default()));
+        fn_service(|io: actix_web::rt::net::TcpStream| {
+            let peer = io.peer_addr().ok();
+            std::future::ready(Ok((http::GatedStream::new(io), peer)))
+        })
+        .and_then(service)
+    };
+    Ok(actix_server::Server::build()
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(30)
+        .listen("resumable", listener, factory)
+        .map_err(|e| StartupError::Bind(config.bind.clone(), e))?
+        .run())
 }
 
 /// CORS for browser clients on other origins (tus-js-client, Uppy): the listed origins, and

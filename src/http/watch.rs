@@ -81,10 +81,6 @@ impl WatcherSlots {
         })
     }
 
-    pub fn open(&self) -> usize {
-        self.lock().0
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, (usize, HashMap<String, usize>)> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
