@@ -38,6 +38,18 @@ pub fn content_type(headers: &HeaderMap) -> Option<mime::Mime> {
     })
 }
 
+/// Whether the request's Content-Type names a multipart type, even one too malformed to
+/// parse: such a body is a form, never raw file bytes.
+pub fn is_multipart(headers: &HeaderMap) -> bool {
+    let raw = headers.get(header::CONTENT_TYPE).map(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .trim_start()
+            .to_ascii_lowercase()
+    });
+    raw.is_some_and(|text| text.starts_with("multipart/"))
+        || content_type(headers).is_some_and(|m| m.type_() == mime::MULTIPART)
+}
+
 /// 415 unless the request's Content-Type is `wanted` (a lowercase `type/subtype`).
 pub fn require_content_type(headers: &HeaderMap, wanted: &str) -> Result<(), ApiError> {
     if content_type(headers).is_some_and(|m| m.essence_str() == wanted) {
@@ -329,6 +341,19 @@ mod tests {
         assert!(require_content_type(&partial, "application/partial-upload").is_ok());
         let wrong = require_content_type(&partial, "application/offset+octet-stream");
         assert_eq!(wrong.unwrap_err().code(), "unsupported_media_type");
+    }
+
+    #[test]
+    fn multipart_bodies_are_recognised_even_malformed() {
+        let multipart = |value: &str| is_multipart(&headers(&[("content-type", value)]));
+        assert!(multipart("multipart/form-data; boundary=x"));
+        assert!(
+            multipart(" Multipart/Form-Data boundary=x"),
+            "a missing ';'"
+        );
+        assert!(multipart("multipart/form data"));
+        assert!(!multipart("application/offset+octet-stream"));
+        assert!(!is_multipart(&headers(&[])));
     }
 
     #[test]

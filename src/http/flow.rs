@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest};
 
 use super::conn::GatedBody;
 use super::extract::{
-    chunk_checksum, client, content_type, detached, optional_count, parse_id, required_count,
+    chunk_checksum, client, detached, is_multipart, optional_count, parse_id, required_count,
     upload_complete,
 };
 use super::metadata;
@@ -58,7 +58,7 @@ pub async fn append(
 /// `Content-Length` and a chunk checksum.
 fn append_request(req: &HttpRequest) -> Result<AppendRequest, ApiError> {
     let headers = req.headers();
-    if content_type(headers).is_some_and(|m| m.type_() == mime::MULTIPART) {
+    if is_multipart(headers) {
         return Err(ApiError::UnsupportedMediaType(
             "a PATCH body is the raw bytes, not multipart".into(),
         ));

@@ -79,7 +79,13 @@ pub fn expires_http_date(status: &Status) -> Option<String> {
     Some(HttpDate::from(status.expires_at?).to_string())
 }
 
-/// The time an incomplete upload has left before it expires (the draft's `max-age`).
+/// The time an incomplete upload has left before it expires (the draft's `max-age`),
+/// counted from the expiry in whole seconds, as the status shows it.
 pub fn time_left(status: &Status) -> Option<Duration> {
-    status.expires_at?.duration_since(SystemTime::now()).ok()
+    let expires = status
+        .expires_at?
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()?;
+    let shown = SystemTime::UNIX_EPOCH + Duration::from_secs(expires.as_secs());
+    shown.duration_since(SystemTime::now()).ok()
 }
