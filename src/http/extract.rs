@@ -1,10 +1,10 @@
 //! Typed readers of the request, shared by every protocol: strict parsers for the headers of
-//! API.md (bad values become 400s with their code), the upload id, the Content-Type, and the
-//! body.
+//! API.md (bad values become 400s with their code), the upload id, and the body. Media types
+//! are read in `media.rs`.
 
 use std::future::Future;
 
-use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::header::HeaderMap;
 use actix_web::{web, HttpRequest};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -15,6 +15,8 @@ use crate::config::MAX_REPRESENTABLE_SIZE;
 use crate::error::ApiError;
 use crate::upload::{Algorithm, ChunkChecksum, UploadId};
 
+pub use super::media::{content_type, is_media_type, is_multipart, require_content_type};
+
 pub fn parse_id(path: &str) -> Result<UploadId, ApiError> {
     path.parse().map_err(|e: crate::upload::model::InvalidId| {
         ApiError::bad_request("invalid_id", e.to_string())
@@ -24,57 +26,6 @@ pub fn parse_id(path: &str) -> Result<UploadId, ApiError> {
 /// The client's address, which the engine's per-client caps count by.
 pub fn client(req: &HttpRequest) -> Option<std::net::IpAddr> {
     req.peer_addr().map(|addr| addr.ip())
-}
-
-/// The request's media type, parsed the one way every handler reads it. Type and subtype
-/// are case-insensitive (RFC 9110, section 8.3.1), so they come lowercased; parameters that
-/// do not parse are dropped rather than taking the type with them. `None`: no Content-Type,
-/// or not a media type at all.
-pub fn content_type(headers: &HeaderMap) -> Option<mime::Mime> {
-    let text = headers.get(header::CONTENT_TYPE)?.to_str().ok()?.trim();
-    text.parse().ok().or_else(|| {
-        let essence = text.split(';').next().unwrap_or_default().trim();
-        essence.parse().ok()
-    })
-}
-
-/// Whether the request's Content-Type names a multipart type, even one too malformed to
-/// parse: such a body is a form, never raw file bytes.
-pub fn is_multipart(headers: &HeaderMap) -> bool {
-    let raw = headers.get(header::CONTENT_TYPE).map(|v| {
-        String::from_utf8_lossy(v.as_bytes())
-            .trim_start()
-            .to_ascii_lowercase()
-    });
-    raw.is_some_and(|text| text.starts_with("multipart/"))
-        || content_type(headers).is_some_and(|m| m.type_() == mime::MULTIPART)
-}
-
-/// 415 unless the request's Content-Type is `wanted` (a lowercase `type/subtype`).
-pub fn require_content_type(headers: &HeaderMap, wanted: &str) -> Result<(), ApiError> {
-    if content_type(headers).is_some_and(|m| m.essence_str() == wanted) {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType(format!(
-            "this append carries Content-Type: {wanted}"
-        )))
-    }
-}
-
-/// Whether a media type the client declares for its file (stored, and served back on
-/// download) is `type/subtype` with optional parameters, printable ASCII, at most 255 bytes.
-pub fn is_media_type(text: &str) -> bool {
-    let essence = text.split(';').next().unwrap_or_default();
-    let valid_token = |t: &str| {
-        !t.is_empty()
-            && t.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
-    };
-    text.len() <= 255
-        && text.bytes().all(|b| (0x20..0x7f).contains(&b))
-        && essence
-            .split_once('/')
-            .is_some_and(|(t, s)| valid_token(t.trim()) && valid_token(s.trim()))
 }
 
 /// The whole body, refused once it passes `limit` bytes.
@@ -234,21 +185,23 @@ fn content_digest(text: &str) -> Result<ChunkChecksum, ApiError> {
     ))
 }
 
+/// A header map for tests.
+#[cfg(test)]
+pub(super) fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::http::header::{HeaderName, HeaderValue};
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.insert(
-                HeaderName::from_static(name),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
 
     #[test]
     fn counts_are_strict_decimals() {
@@ -312,58 +265,6 @@ mod tests {
         let short = chunk_checksum(&headers(&[("content-digest", "sha-256=:AAAA:")]));
         assert_eq!(short.unwrap_err().code(), "invalid_checksum");
         assert!(chunk_checksum(&headers(&[])).unwrap().is_none());
-    }
-
-    #[test]
-    fn content_types_are_read_one_way() {
-        let of = |value: &str| content_type(&headers(&[("content-type", value)]));
-        let essence = |value: &str| of(value).map(|m| m.essence_str().to_owned());
-        assert_eq!(
-            essence("Application/JSON").as_deref(),
-            Some("application/json")
-        );
-        assert_eq!(
-            essence("application/json; charset=utf-8").as_deref(),
-            Some("application/json")
-        );
-        assert_eq!(
-            essence("application/json ; charset").as_deref(),
-            Some("application/json"),
-            "a bad parameter does not lose the type"
-        );
-        assert_eq!(
-            of("multipart/form-data; boundary=x").map(|m| m.type_() == mime::MULTIPART),
-            Some(true)
-        );
-        assert_eq!(of("garbage"), None);
-        assert_eq!(content_type(&headers(&[])), None);
-        let partial = headers(&[("content-type", "APPLICATION/PARTIAL-UPLOAD")]);
-        assert!(require_content_type(&partial, "application/partial-upload").is_ok());
-        let wrong = require_content_type(&partial, "application/offset+octet-stream");
-        assert_eq!(wrong.unwrap_err().code(), "unsupported_media_type");
-    }
-
-    #[test]
-    fn multipart_bodies_are_recognised_even_malformed() {
-        let multipart = |value: &str| is_multipart(&headers(&[("content-type", value)]));
-        assert!(multipart("multipart/form-data; boundary=x"));
-        assert!(
-            multipart(" Multipart/Form-Data boundary=x"),
-            "a missing ';'"
-        );
-        assert!(multipart("multipart/form data"));
-        assert!(!multipart("application/offset+octet-stream"));
-        assert!(!is_multipart(&headers(&[])));
-    }
-
-    #[test]
-    fn media_types_are_checked() {
-        assert!(is_media_type("video/mp4"));
-        assert!(is_media_type("text/plain; charset=utf-8"));
-        assert!(!is_media_type("video"));
-        assert!(!is_media_type("video/"));
-        assert!(!is_media_type("vid eo/mp4"));
-        assert!(!is_media_type(&format!("a/{}", "b".repeat(300))));
     }
 }
 

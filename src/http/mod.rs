@@ -12,6 +12,7 @@ mod draft;
 mod extract;
 mod flow;
 mod log;
+mod media;
 mod metadata;
 mod middleware;
 mod multipart;
