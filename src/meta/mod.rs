@@ -44,7 +44,7 @@ pub trait Meta: Send + Sync + 'static {
     async fn mark_bytes_removed(&self, id: UploadId, at: SystemTime) -> Result<()>;
 
     /// Removed uploads whose bytes may still be stored (the removal was cut short).
-    async fn removed_with_bytes(&self, limit: u32) -> Result<Vec<UploadId>>;
+    async fn removed_with_bytes(&self, limit: u32) -> Result<Vec<Upload>>;
 
     /// Forgets tombstones removed before `before` whose bytes are gone (their client keys
     /// too): from then on their ids answer 404. Returns how many.

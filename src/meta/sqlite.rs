@@ -17,7 +17,7 @@ pub struct SqliteMeta {
 }
 
 const COLUMNS: &str = "id, name, size, received, state, content_type, expected_sha256, sha256, \
-                       hash_state, metadata, created_at, updated_at, expires_at, removed_at";
+                       hash_state, store_state, metadata, created_at, updated_at, expires_at, removed_at";
 
 impl SqliteMeta {
     /// Opens (creating if missing) the database and runs the embedded migrations.
@@ -60,8 +60,8 @@ impl Meta for SqliteMeta {
     async fn insert(&self, upload: &Upload) -> Result<()> {
         sqlx::query(
             "INSERT INTO uploads (id, name, size, received, state, content_type, expected_sha256, \
-             sha256, hash_state, metadata, created_at, updated_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             sha256, hash_state, store_state, metadata, created_at, updated_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(upload.id.to_string())
         .bind(&upload.name)
@@ -72,6 +72,7 @@ impl Meta for SqliteMeta {
         .bind(&upload.expected_sha256)
         .bind(&upload.sha256)
         .bind(&upload.hash_state)
+        .bind(&upload.store_state)
         .bind(&upload.metadata)
         .bind(millis(upload.created_at))
         .bind(millis(upload.updated_at))
@@ -93,7 +94,8 @@ impl Meta for SqliteMeta {
     async fn save_progress(&self, upload: &Upload) -> Result<()> {
         sqlx::query(
             "UPDATE uploads SET name = ?, size = ?, received = ?, state = ?, sha256 = ?, \
-             expected_sha256 = ?, hash_state = ?, updated_at = ?, expires_at = ? WHERE id = ?",
+             expected_sha256 = ?, hash_state = ?, store_state = ?, updated_at = ?, expires_at = ? \
+             WHERE id = ?",
         )
         .bind(&upload.name)
         .bind(upload.size.map(to_i64))
@@ -102,6 +104,7 @@ impl Meta for SqliteMeta {
         .bind(&upload.sha256)
         .bind(&upload.expected_sha256)
         .bind(&upload.hash_state)
+        .bind(&upload.store_state)
         .bind(millis(upload.updated_at))
         .bind(upload.expires_at.map(millis))
         .bind(upload.id.to_string())
@@ -133,10 +136,16 @@ impl Meta for SqliteMeta {
         Ok(())
     }
 
-    async fn removed_with_bytes(&self, limit: u32) -> Result<Vec<UploadId>> {
-        let sql = "SELECT id FROM uploads WHERE removed_at IS NOT NULL \
-                   AND bytes_removed_at IS NULL LIMIT ?";
-        self.ids(sql, &[i64::from(limit)]).await
+    async fn removed_with_bytes(&self, limit: u32) -> Result<Vec<Upload>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM uploads WHERE removed_at IS NOT NULL \
+             AND bytes_removed_at IS NULL LIMIT ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(from_row).collect()
     }
 
     async fn forget_removed(&self, before: SystemTime) -> Result<u64> {
@@ -241,6 +250,7 @@ fn from_row(row: &SqliteRow) -> Result<Upload> {
         expected_sha256: row.try_get("expected_sha256")?,
         sha256: row.try_get("sha256")?,
         hash_state: row.try_get("hash_state")?,
+        store_state: row.try_get("store_state")?,
         metadata: row.try_get("metadata")?,
         created_at: time(row.try_get("created_at")?, "created_at")?,
         updated_at: time(row.try_get("updated_at")?, "updated_at")?,

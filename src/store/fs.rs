@@ -64,6 +64,27 @@ impl FsStore {
         }
     }
 
+    /// The file wins where it is shorter (bytes lost in a crash); the record wins where the
+    /// file is longer (bytes written but never committed as durable).
+    fn recover_now(&self, id: &str, received: u64) -> Result<u64> {
+        let path = self.path(id);
+        let len = match fs::metadata(&path) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.create_now(id)?;
+                0
+            }
+            Err(e) => return Err(StoreError::new("stat", path.display(), e)),
+        };
+        if len > received {
+            let file = open_write(&path)?;
+            file.set_len(received)
+                .and_then(|_| file.sync_all())
+                .map_err(|e| StoreError::new("truncate", path.display(), e))?;
+        }
+        Ok(len.min(received))
+    }
+
     fn space_now(&self) -> Result<Space> {
         let stat = rustix::fs::statvfs(&self.dir)
             .map_err(|e| StoreError::new("statvfs", self.dir.display(), e.into()))?;
@@ -83,34 +104,29 @@ impl Store for FsStore {
         self.blocking(move |store| store.create_now(&id)).await
     }
 
-    async fn len(&self, id: &str) -> Result<Option<u64>> {
-        let path = self.path(id);
-        self.blocking(move |_| match fs::metadata(&path) {
-            Ok(meta) => Ok(Some(meta.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::new("stat", path.display(), e)),
-        })
-        .await
+    async fn recover(&self, id: &str, received: u64, _state: Option<&[u8]>) -> Result<u64> {
+        let id = id.to_owned();
+        self.blocking(move |store| store.recover_now(&id, received))
+            .await
     }
 
-    async fn truncate(&self, id: &str, len: u64) -> Result<()> {
-        let path = self.path(id);
-        self.blocking(move |_| {
-            let file = open_write(&path)?;
-            file.set_len(len)
-                .and_then(|_| file.sync_all())
-                .map_err(|e| StoreError::new("truncate", path.display(), e))
-        })
-        .await
-    }
-
-    async fn open_append(&self, id: &str, offset: u64) -> Result<Box<dyn Sink>> {
+    async fn open_append(
+        &self,
+        id: &str,
+        offset: u64,
+        _state: Option<&[u8]>,
+    ) -> Result<Box<dyn Sink>> {
         let path = self.path(id);
         self.blocking(move |_| {
             let file = open_write(&path)?;
             Ok(Box::new(FileWriter::new(file, path, offset)) as Box<dyn Sink>)
         })
         .await
+    }
+
+    /// The file is the finished upload already.
+    async fn complete(&self, _id: &str, _state: Option<&[u8]>) -> Result<()> {
+        Ok(())
     }
 
     async fn open_read(&self, id: &str) -> Result<Box<dyn Source>> {
@@ -126,7 +142,7 @@ impl Store for FsStore {
         .await
     }
 
-    async fn remove(&self, id: &str) -> Result<()> {
+    async fn remove(&self, id: &str, _state: Option<&[u8]>) -> Result<()> {
         let id = id.to_owned();
         self.blocking(move |store| store.remove_now(&id)).await
     }

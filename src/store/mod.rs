@@ -62,21 +62,30 @@ pub trait Store: Send + Sync + 'static {
     /// Makes durable room for a new upload with no bytes yet.
     async fn create(&self, id: &str) -> Result<()>;
 
-    /// How many bytes are stored for the upload, or `None` when it has none at all.
-    async fn len(&self, id: &str) -> Result<Option<u64>>;
+    /// After an unclean stop: makes the stored bytes agree with the committed `received` and
+    /// `state` (bytes past it were never acknowledged and are dropped; bytes missing from
+    /// place are recreated empty). Returns how many bytes are held, at most `received`.
+    async fn recover(&self, id: &str, received: u64, state: Option<&[u8]>) -> Result<u64>;
 
-    /// Durably forgets every byte past `len` (bytes written but never committed).
-    async fn truncate(&self, id: &str, len: u64) -> Result<()>;
+    /// Opens the upload for appending at `offset`, its committed length, with the state
+    /// committed beside it.
+    async fn open_append(
+        &self,
+        id: &str,
+        offset: u64,
+        state: Option<&[u8]>,
+    ) -> Result<Box<dyn Sink>>;
 
-    /// Opens the upload for appending at `offset`, its committed length.
-    async fn open_append(&self, id: &str, offset: u64) -> Result<Box<dyn Sink>>;
+    /// Every byte is in: makes the finished upload one readable whole (an object store
+    /// completes its multipart upload). `state` is the last one committed.
+    async fn complete(&self, id: &str, state: Option<&[u8]>) -> Result<()>;
 
     /// Opens the upload's bytes for reading. What is opened stays readable even if the
     /// upload is removed meanwhile.
     async fn open_read(&self, id: &str) -> Result<Box<dyn Source>>;
 
     /// Removes the upload's bytes durably; bytes already gone are not an error.
-    async fn remove(&self, id: &str) -> Result<()>;
+    async fn remove(&self, id: &str, state: Option<&[u8]>) -> Result<()>;
 
     /// Room left, where the store has a notion of it (a disk does; an object store may not).
     async fn space(&self) -> Result<Option<Space>>;
@@ -90,11 +99,34 @@ pub trait Store: Send + Sync + 'static {
 pub trait Sink: Send {
     /// Where the next byte goes.
     fn position(&self) -> u64;
+
     fn write(&mut self, buf: &[u8]) -> Result<()>;
-    /// Makes every byte written so far durable.
-    fn sync(&mut self) -> Result<()>;
-    /// Discards everything past `len` (a chunk that failed its checksum, or a failed write).
+
+    /// Makes durable what can be made durable while the body still streams; returns the
+    /// offset up to which bytes are durable. A disk syncs everything written; an object store
+    /// holds its uploaded parts.
+    fn sync(&mut self) -> Result<u64>;
+
+    /// The body has ended: makes every byte written durable (an object store writes the
+    /// bytes short of a whole part as a tail).
+    fn finish(&mut self) -> Result<()> {
+        self.sync().map(drop)
+    }
+
+    /// Forgets everything past `len` (a chunk that failed its checksum, or a failed write).
+    /// The sink is not written to afterwards.
     fn truncate_to(&mut self, len: u64) -> Result<()>;
+
+    /// What must be committed with the durable offset so the next append can carry on.
+    fn state(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Where mid-body durability can land: every this many bytes of the upload (an object
+    /// store's part size). `None`: anywhere, whenever `sync` is called.
+    fn durable_every(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// An upload's bytes opened for reading, with their length.

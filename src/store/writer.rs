@@ -128,11 +128,12 @@ impl Sink for FileWriter {
     }
 
     /// Makes every byte written so far durable.
-    fn sync(&mut self) -> Result<()> {
+    fn sync(&mut self) -> Result<u64> {
         self.flush_stage()?;
         self.file
             .sync_data()
-            .map_err(|e| StoreError::new("sync", self.path.display(), e))
+            .map_err(|e| StoreError::new("sync", self.path.display(), e))?;
+        Ok(self.position)
     }
 
     /// Discards everything past `len` (a chunk that failed its checksum, or a failed write).

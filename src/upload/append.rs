@@ -176,7 +176,10 @@ impl Engine {
     {
         let hasher = restore_hasher(upload)?;
         let key = upload.id.to_string();
-        let sink = self.store.open_append(&key, upload.received).await?;
+        let sink = self
+            .store
+            .open_append(&key, upload.received, upload.store_state.as_deref())
+            .await?;
         let pump = Pump {
             sink,
             hasher,
@@ -217,6 +220,7 @@ impl Engine {
             Metrics::add(&self.metrics.bytes_received, added);
             upload.received = checkpoint.received;
             upload.hash_state = Some(checkpoint.hash_state);
+            upload.store_state = checkpoint.store_state;
             upload.updated_at = now;
             upload.expires_at = Some(self.expiry_from(now));
             (*upload).clone()
@@ -237,11 +241,20 @@ impl Engine {
         finishing: bool,
     ) -> Result<()> {
         let Pumped {
-            mut sink,
+            sink,
             hasher,
             failure,
             ..
         } = pumped;
+        // Kept: everything written is made durable now (a store of parts writes its tail).
+        let (mut sink, failure) = self
+            .jobs
+            .block(move || {
+                let mut sink = sink;
+                let failure = failure.or_else(|| sink.finish().err());
+                (sink, failure)
+            })
+            .await?;
         if let Some(failure) = failure {
             // Nothing past the last commit is known durable: cut the bytes back to it.
             let committed = upload.received;
@@ -252,12 +265,13 @@ impl Engine {
         let added = sink.position().saturating_sub(upload.received);
         Metrics::add(&self.metrics.bytes_received, added);
         upload.received = sink.position();
+        upload.store_state = sink.state();
         upload.updated_at = now;
         if finishing && upload.size.is_none() {
             upload.size = Some(upload.received);
         }
         if upload.size == Some(upload.received) {
-            finish(upload, hasher, self.expiry_from(now));
+            self.seal(upload, hasher, now).await?;
         } else {
             upload.hash_state = Some(checksum::save_state(&hasher));
             upload.expires_at = Some(self.expiry_from(now));
@@ -318,9 +332,27 @@ fn stopped(stop: Stop, received: u64) -> UploadError {
     }
 }
 
+impl Engine {
+    /// Completes an upload whose bytes have all arrived: the store makes them one whole,
+    /// then the digest decides its state.
+    pub(super) async fn seal(
+        &self,
+        upload: &mut Upload,
+        hasher: Sha256,
+        now: SystemTime,
+    ) -> Result<()> {
+        let key = upload.id.to_string();
+        self.store
+            .complete(&key, upload.store_state.as_deref())
+            .await?;
+        finish(upload, hasher, self.expiry_from(now));
+        Ok(())
+    }
+}
+
 /// Completes an upload whose bytes have all arrived: digest, state, and expiry: none when
 /// complete; a failed upload (its digest did not match) goes at `failed_expiry`.
-pub(super) fn finish(upload: &mut Upload, hasher: Sha256, failed_expiry: SystemTime) {
+fn finish(upload: &mut Upload, hasher: Sha256, failed_expiry: SystemTime) {
     let digest = hex::encode(hasher.finalize());
     let matches = upload.expected_sha256.as_ref().is_none_or(|e| *e == digest);
     upload.state = if matches {

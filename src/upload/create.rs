@@ -8,7 +8,7 @@ use futures_util::Stream;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use super::append::{finish, restore_hasher, sha256_verdict};
+use super::append::{restore_hasher, sha256_verdict};
 use super::input::{validate_name, without_bidi};
 use super::pipeline::End;
 use super::{checksum, Engine, NewUpload, Result, State, Status, Upload, UploadError, UploadId};
@@ -54,6 +54,7 @@ impl Engine {
             expected_sha256: new.expected_sha256,
             sha256: None,
             hash_state: Some(checksum::save_state(&Sha256::new())),
+            store_state: None,
             metadata: new.metadata,
             created_at: now,
             updated_at: now,
@@ -70,7 +71,7 @@ impl Engine {
         }
         Metrics::add(&self.metrics.created, 1);
         if upload.size == Some(0) {
-            finish(&mut upload, Sha256::new(), self.expiry_from(now));
+            self.seal(&mut upload, Sha256::new(), now).await?;
             self.meta.save_progress(&upload).await?;
             self.count_finished(&upload);
         }
@@ -155,8 +156,8 @@ impl Engine {
         let hasher = restore_hasher(&upload)?;
         upload.size = Some(upload.received);
         upload.updated_at = SystemTime::now();
-        let failed_expiry = self.expiry_from(upload.updated_at);
-        finish(&mut upload, hasher, failed_expiry);
+        let now = upload.updated_at;
+        self.seal(&mut upload, hasher, now).await?;
         self.meta.save_progress(&upload).await?;
         self.count_finished(&upload);
         let status = Status::of(&upload);
@@ -166,7 +167,7 @@ impl Engine {
 
     /// Forgets an upload whose creation failed: no record, no bytes left behind.
     pub async fn discard(&self, id: UploadId) {
-        let removed = self.store.remove(&id.to_string()).await;
+        let removed = self.store.remove(&id.to_string(), None).await;
         let purged = self.meta.purge(id).await;
         let outcome = removed
             .map_err(UploadError::from)

@@ -135,6 +135,8 @@ pub struct Upload {
     pub sha256: Option<String>,
     /// The SHA-256 state after `received` bytes, so any append can carry on hashing.
     pub hash_state: Option<Vec<u8>>,
+    /// What the byte store keeps with `received` to carry on (see `Sink::state`).
+    pub store_state: Option<Vec<u8>>,
     /// tus `Upload-Metadata` exactly as the client sent it.
     pub metadata: Option<String>,
     pub created_at: SystemTime,
@@ -195,6 +197,7 @@ mod tests {
             expected_sha256: None,
             sha256: None,
             hash_state: None,
+            store_state: None,
             metadata: None,
             created_at: at(0),
             updated_at: at(1_795_543_200_999),

@@ -57,6 +57,8 @@ pub enum End {
 pub struct Checkpoint {
     pub received: u64,
     pub hash_state: Vec<u8>,
+    /// What the store keeps beside `received` (see `Sink::state`).
+    pub store_state: Option<Vec<u8>>,
 }
 
 /// What is left once the body and the writer are done.
@@ -197,7 +199,7 @@ impl Pump {
             }
         };
         line.drain(batch, &jobs).await?;
-        let (sink, hasher, chunk, failure) = line.close(&jobs).await?;
+        let (sink, hasher, chunk, failure) = line.close()?;
         Ok(Pumped {
             end,
             sink,

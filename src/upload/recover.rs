@@ -26,24 +26,17 @@ impl Engine {
     /// store holds more (bytes written but never committed as durable).
     async fn reconcile_one(&self, mut upload: Upload) -> Result<Upload> {
         let key = upload.id.to_string();
-        let len = match self.store.len(&key).await? {
-            Some(len) => len,
-            None => {
-                self.store.create(&key).await?;
-                0
-            }
-        };
-        if len > upload.received {
-            self.store.truncate(&key, upload.received).await?;
-        }
+        let held = self
+            .store
+            .recover(&key, upload.received, upload.store_state.as_deref())
+            .await?;
         let state_ok = upload
             .hash_state
             .as_deref()
             .is_some_and(|s| checksum::restore_state(s).is_some());
-        if len < upload.received || !state_ok {
-            let received = len.min(upload.received);
-            let hasher = self.hash_prefix(&key, received).await?;
-            upload.received = received;
+        if held < upload.received || !state_ok {
+            let hasher = self.hash_prefix(&key, held).await?;
+            upload.received = held;
             upload.hash_state = Some(checksum::save_state(&hasher));
         }
         Ok(upload)

@@ -36,14 +36,16 @@ impl Engine {
         self.cluster.close(last);
         info!(upload = %upload.id, reason, "removed");
         crate::fault::point("remove-after-tombstone");
-        self.remove_bytes(upload.id).await;
+        self.remove_bytes(upload).await;
         Ok(())
     }
 
     /// Deletes a removed upload's bytes and records it. A failure is only logged: the bytes
     /// stay owed, and the next sweep tries again.
-    async fn remove_bytes(&self, id: UploadId) -> bool {
-        let recorded: Result<()> = match self.store.remove(&id.to_string()).await {
+    async fn remove_bytes(&self, upload: &Upload) -> bool {
+        let id = upload.id;
+        let state = upload.store_state.as_deref();
+        let recorded: Result<()> = match self.store.remove(&id.to_string(), state).await {
             Ok(()) => self
                 .meta
                 .mark_bytes_removed(id, SystemTime::now())
@@ -69,8 +71,8 @@ impl Engine {
     /// Deletes the bytes that removals cut short left behind; returns how many uploads.
     pub async fn purge_removed(&self) -> Result<usize> {
         let mut purged = 0;
-        for id in self.meta.removed_with_bytes(SWEEP_BATCH).await? {
-            if self.remove_bytes(id).await {
+        for upload in self.meta.removed_with_bytes(SWEEP_BATCH).await? {
+            if self.remove_bytes(&upload).await {
                 purged += 1;
             }
         }

@@ -19,6 +19,11 @@ pub(super) struct HashSide {
     chunk: Option<ChunkHasher>,
     checkpoints: bool,
     last_checkpoint: Instant,
+    /// The upload offset after the bytes hashed so far.
+    position: u64,
+    /// The store's durability marks (see `Sink::durable_every`): the hasher's state is saved
+    /// at each one, since only there can a checkpoint land.
+    every: Option<u64>,
 }
 
 /// The sink, between jobs; after a failure nothing more is written.
@@ -27,11 +32,11 @@ pub(super) struct WriteSide {
     failure: Option<StoreError>,
 }
 
-/// A hashed batch on its way to the disk, with the hasher's state after it when a
-/// checkpoint is due.
+/// A hashed batch on its way to the store, with the hasher's state at the offsets where a
+/// checkpoint may land.
 pub(super) struct Hashed {
     data: Vec<Bytes>,
-    state_after: Option<Vec<u8>>,
+    states: Vec<(u64, Vec<u8>)>,
 }
 
 pub(super) enum Done {
@@ -71,6 +76,8 @@ impl Pipeline {
                 chunk,
                 checkpoints,
                 last_checkpoint: Instant::now(),
+                position: sink.position(),
+                every: sink.durable_every().filter(|n| *n > 0),
             }),
             hash_job: None,
             write: Some(WriteSide {
@@ -157,10 +164,9 @@ impl Pipeline {
                 self.hash = Some(side);
                 self.in_hashed += std::mem::take(&mut self.hashing);
                 self.hashed = Some(match self.hashed.take() {
-                    // Only the newest state describes all the bytes; an older one is dropped.
                     Some(mut waiting) => {
                         waiting.data.extend(hashed.data);
-                        waiting.state_after = hashed.state_after;
+                        waiting.states.extend(hashed.states);
                         waiting
                     }
                     None => hashed,
@@ -191,11 +197,11 @@ impl Pipeline {
         }
     }
 
-    /// Makes everything written durable and hands back the sink and hashers.
+    /// Hands back the sink and hashers. The engine makes the bytes durable (`Sink::finish`)
+    /// once it has decided to keep them.
     #[allow(clippy::type_complexity)]
-    pub(super) async fn close(
+    pub(super) fn close(
         self,
-        jobs: &Jobs,
     ) -> Result<
         (
             Box<dyn Sink>,
@@ -210,48 +216,70 @@ impl Pipeline {
                 "append pipeline closed while busy".into(),
             ));
         };
-        let WriteSide { mut sink, failure } = write;
-        let (sink, failure) = jobs
-            .run(move || {
-                let failure = failure.or_else(|| sink.sync().err());
-                (sink, failure)
-            })
-            .await
-            .await
-            .map_err(|e| UploadError::Internal(format!("append job failed: {e}")))?;
+        let WriteSide { sink, failure } = write;
         Ok((sink, hash.hasher, hash.chunk, failure))
     }
 }
 
-/// The hashing job: SHA-256 and the chunk's own checksum over one batch.
+/// The hashing job: SHA-256 and the chunk's own checksum over one batch, saving the hasher's
+/// state where a checkpoint may land: at the store's marks, or at the batch's end when one is
+/// due by time.
 fn hash_batch(mut side: HashSide, data: Vec<Bytes>) -> (HashSide, Hashed) {
-    use sha2::Digest;
+    let mut states = Vec::new();
     for buf in &data {
-        side.hasher.update(buf);
-        if let Some(chunk) = side.chunk.as_mut() {
-            chunk.update(buf);
+        let mut rest: &[u8] = buf;
+        while !rest.is_empty() {
+            let n = match side.every.filter(|_| side.checkpoints) {
+                Some(every) => rest.len().min((every - side.position % every) as usize),
+                None => rest.len(),
+            };
+            side.hash(&rest[..n]);
+            rest = &rest[n..];
+            if side.checkpoints && side.every.is_some_and(|every| side.position % every == 0) {
+                states.push((side.position, save_state(&side.hasher)));
+            }
         }
     }
-    let due = side.checkpoints && side.last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
+    let due = side.checkpoints
+        && side.every.is_none()
+        && side.last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
     if due {
         side.last_checkpoint = Instant::now();
+        states.push((side.position, save_state(&side.hasher)));
     }
-    let state_after = due.then(|| save_state(&side.hasher));
-    (side, Hashed { data, state_after })
+    (side, Hashed { data, states })
 }
 
-/// The writing job: one batch to the store; where the hasher attached its state, the bytes are
-/// made durable and reported as a checkpoint.
+impl HashSide {
+    fn hash(&mut self, bytes: &[u8]) {
+        use sha2::Digest;
+        self.hasher.update(bytes);
+        if let Some(chunk) = self.chunk.as_mut() {
+            chunk.update(bytes);
+        }
+        self.position += bytes.len() as u64;
+    }
+}
+
+/// The writing job: one batch to the store. Where the hasher saved states, the store is asked
+/// how far the bytes are durable; if a saved state is for exactly there, that is a checkpoint.
 fn write_batch(mut side: WriteSide, hashed: Hashed) -> (WriteSide, Option<Checkpoint>) {
     let written = hashed.data.iter().try_for_each(|buf| side.sink.write(buf));
-    let synced = written.and_then(|()| match hashed.state_after {
-        Some(hash_state) => side.sink.sync().map(|()| {
-            Some(Checkpoint {
-                received: side.sink.position(),
-                hash_state,
-            })
-        }),
-        None => Ok(None),
+    let synced = written.and_then(|()| {
+        if hashed.states.is_empty() {
+            return Ok(None);
+        }
+        let durable = side.sink.sync()?;
+        let state = hashed
+            .states
+            .into_iter()
+            .rev()
+            .find(|(at, _)| *at == durable);
+        Ok(state.map(|(received, hash_state)| Checkpoint {
+            received,
+            hash_state,
+            store_state: side.sink.state(),
+        }))
     });
     match synced {
         Ok(checkpoint) => (side, checkpoint),
@@ -259,5 +287,53 @@ fn write_batch(mut side: WriteSide, hashed: Hashed) -> (WriteSide, Option<Checkp
             side.failure = Some(e);
             (side, None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upload::checksum::restore_state;
+    use sha2::Digest;
+
+    fn side(position: u64, every: Option<u64>) -> HashSide {
+        HashSide {
+            hasher: Sha256::new(),
+            chunk: None,
+            checkpoints: true,
+            last_checkpoint: Instant::now(),
+            position,
+            every,
+        }
+    }
+
+    #[test]
+    fn states_are_saved_exactly_at_the_stores_marks() {
+        let bytes: Vec<u8> = (0..25u8).collect();
+        let data = vec![
+            Bytes::copy_from_slice(&bytes[..7]),
+            Bytes::copy_from_slice(&bytes[7..]),
+        ];
+        let (side, hashed) = hash_batch(side(5, Some(10)), data);
+        assert_eq!(side.position, 30);
+        let marks: Vec<u64> = hashed.states.iter().map(|(at, _)| *at).collect();
+        assert_eq!(marks, [10, 20, 30]);
+        for (at, state) in &hashed.states {
+            let mut expected = Sha256::new();
+            expected.update(&bytes[..(*at - 5) as usize]);
+            let restored = restore_state(state).expect("a saved state");
+            assert_eq!(restored.finalize(), expected.finalize(), "state at {at}");
+        }
+    }
+
+    #[test]
+    fn without_marks_a_state_is_saved_at_the_batch_end_when_due() {
+        let mut hashing = side(0, None);
+        hashing.last_checkpoint = Instant::now() - CHECKPOINT_EVERY;
+        let (_, hashed) = hash_batch(hashing, vec![Bytes::from_static(b"abc")]);
+        let marks: Vec<u64> = hashed.states.iter().map(|(at, _)| *at).collect();
+        assert_eq!(marks, [3]);
+        let (_, hashed) = hash_batch(side(0, None), vec![Bytes::from_static(b"abc")]);
+        assert!(hashed.states.is_empty(), "not due yet");
     }
 }
