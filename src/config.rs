@@ -23,6 +23,24 @@ pub struct Config {
     #[arg(long, env = "RESUMABLE_DATABASE_URL")]
     pub database_url: Option<String>,
 
+    /// Where the bytes go: a directory (default <data-dir>/files), or s3://BUCKET[/PREFIX] for
+    /// an S3-compatible object store (credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "RESUMABLE_STORAGE")]
+    pub storage: Option<String>,
+
+    /// The object store's URL, for stores other than AWS (Garage, MinIO…): path-style requests.
+    #[arg(long, env = "RESUMABLE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// The object store's region; default AWS_REGION, else us-east-1.
+    #[arg(long, env = "RESUMABLE_S3_REGION")]
+    pub s3_region: Option<String>,
+
+    /// Size of the object store's multipart parts (at least 5M).
+    #[arg(long, env = "RESUMABLE_S3_PART_SIZE", value_parser = parse_size, default_value = "8M")]
+    pub s3_part_size: u64,
+
     /// Largest upload accepted, in bytes; K, M, G and T mean powers of 1024.
     #[arg(long, env = "RESUMABLE_MAX_UPLOAD_SIZE", value_parser = parse_size)]
     pub max_upload_size: Option<u64>,

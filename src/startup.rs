@@ -15,7 +15,7 @@ use crate::cluster::LocalCluster;
 use crate::config::{Config, ConfigError};
 use crate::http::{self, Ctx};
 use crate::meta::{MetaError, SqliteMeta};
-use crate::store::{FsStore, Store, StoreError};
+use crate::store::{FsStore, S3Config, S3Store, Store, StoreError};
 use crate::upload::{Engine, MinRate, Settings, UploadError};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,10 @@ pub enum StartupError {
     Reconcile(#[from] UploadError),
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
+    #[error("--storage {0}: give a directory or s3://BUCKET[/PREFIX]")]
+    Storage(String),
+    #[error("--s3-part-size must be at least 5M (S3's smallest part), not {0}")]
+    PartSize(u64),
     #[error("{0} is reachable from other machines and no --token is set: add --token or --token-file, or --allow-anonymous to let anyone create uploads")]
     AnonymousOnPublicAddress(SocketAddr),
 }
@@ -94,11 +98,11 @@ async fn open_engine(config: &Config) -> Result<Arc<Engine>, StartupError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartupError::DataDir(config.data_dir.clone(), e))?;
     let meta = SqliteMeta::connect(&config.database_url()).await?;
-    let store = FsStore::open(&config.data_dir)?;
-    let settings = settings(config, &store).await?;
+    let store = open_store(config)?;
+    let settings = settings(config, store.as_ref()).await?;
     let engine = Arc::new(Engine::new(
         Arc::new(meta),
-        Arc::new(store),
+        store,
         Arc::new(LocalCluster::default()),
         settings,
     ));
@@ -114,6 +118,35 @@ async fn open_engine(config: &Config) -> Result<Arc<Engine>, StartupError> {
         );
     }
     Ok(engine)
+}
+
+/// The byte store `--storage` names: a directory, or an S3-compatible object store.
+fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError> {
+    let Some(storage) = config.storage.as_deref() else {
+        return Ok(Arc::new(FsStore::open(&config.data_dir.join("files"))?));
+    };
+    let Some(location) = storage.strip_prefix("s3://") else {
+        return Ok(Arc::new(FsStore::open(std::path::Path::new(storage))?));
+    };
+    let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+    if bucket.is_empty() {
+        return Err(StartupError::Storage(storage.to_owned()));
+    }
+    if config.s3_part_size < 5 << 20 {
+        return Err(StartupError::PartSize(config.s3_part_size));
+    }
+    let region = config
+        .s3_region
+        .clone()
+        .or_else(|| std::env::var("AWS_REGION").ok())
+        .unwrap_or_else(|| "us-east-1".to_owned());
+    Ok(Arc::new(S3Store::open(&S3Config {
+        bucket: bucket.to_owned(),
+        prefix: prefix.to_owned(),
+        endpoint: config.s3_endpoint.clone(),
+        region,
+        part_size: config.s3_part_size,
+    })?))
 }
 
 async fn settings(config: &Config, store: &dyn Store) -> Result<Settings, StartupError> {

@@ -15,8 +15,9 @@ pub struct FsStore {
 }
 
 impl FsStore {
-    pub fn open(data_dir: &Path) -> Result<FsStore> {
-        let dir = data_dir.join("files");
+    /// The store in `dir` (created if missing).
+    pub fn open(dir: &Path) -> Result<FsStore> {
+        let dir = dir.to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| StoreError::new("create", dir.display(), e))?;
         Ok(FsStore { dir })
     }

@@ -5,6 +5,7 @@
 //! knows an upload by its id and its bytes by their offsets.
 
 mod fs;
+mod s3;
 mod writer;
 
 use std::io;
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 pub use fs::FsStore;
+pub use s3::{S3Config, S3Store};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{action} {target}: {source}")]

@@ -1,0 +1,377 @@
+//! An S3-compatible object store: one multipart upload per upload, created with its first
+//! whole part; bytes short of a part are a tail object written when a body ends; the finished
+//! upload is one object `PREFIX/<id>`.
+//!
+//! Only uploaded parts and written tails are durable, so the sink is durable at part
+//! boundaries mid-body (`durable_every`) and at the body's end (`finish`). The parts so far
+//! and the tail's length travel in the committed state, so any process can carry on. A tail
+//! is named after the number of parts before it (`<id>.tail/<n>`): a tail written past the
+//! last commit never overwrites the one the commit refers to.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use super::{ByteStream, Result, Sink, Source, Space, Store, StoreError};
+
+/// Where the bytes go and how they are cut.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub part_size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Arc<AmazonS3>,
+    prefix: String,
+    part_size: u64,
+}
+
+/// What is committed beside `received`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Multipart {
+    /// The multipart upload, once the first part went up.
+    upload: Option<String>,
+    /// The ETags of the parts so far, in order; each holds `part_size` bytes.
+    parts: Vec<String>,
+    part_size: u64,
+    /// Bytes after the last part, in the tail object.
+    tail: u64,
+}
+
+impl Multipart {
+    fn read(state: Option<&[u8]>, part_size: u64) -> Result<Multipart> {
+        match state {
+            Some(bytes) => serde_json::from_slice(bytes)
+                .map_err(|e| StoreError::new("read", "the store state", io::Error::other(e))),
+            None => Ok(Multipart {
+                part_size,
+                ..Multipart::default()
+            }),
+        }
+    }
+
+    /// The offset where the parts end and the tail begins.
+    fn base(&self) -> u64 {
+        self.parts.len() as u64 * self.part_size
+    }
+}
+
+fn failed(action: &'static str, key: &Path) -> impl FnOnce(object_store::Error) -> StoreError {
+    let key = key.to_string();
+    move |e| StoreError::new(action, key, io::Error::other(e))
+}
+
+impl S3Store {
+    /// Credentials come from `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    pub fn open(config: &S3Config) -> Result<S3Store> {
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&config.bucket)
+            .with_region(&config.region);
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(true)
+                .with_virtual_hosted_style_request(false);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| StoreError::new("configure", &config.bucket, io::Error::other(e)))?;
+        Ok(S3Store {
+            client: Arc::new(client),
+            prefix: config.prefix.trim_matches('/').to_owned(),
+            part_size: config.part_size,
+        })
+    }
+
+    fn key(&self, name: &str) -> Path {
+        match self.prefix.as_str() {
+            "" => Path::from(name),
+            prefix => Path::from(format!("{prefix}/{name}")),
+        }
+    }
+
+    /// Tails live under a "directory" of their own, so they can be listed by prefix.
+    fn tail_key(&self, id: &str, parts: usize) -> Path {
+        self.key(&format!("{id}.tail/{parts}"))
+    }
+
+    async fn read_tail(&self, id: &str, state: &Multipart) -> Result<Vec<u8>> {
+        if state.tail == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.tail_key(id, state.parts.len());
+        let bytes = self
+            .client
+            .get_range(&key, 0..state.tail)
+            .await
+            .map_err(failed("read", &key))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Removes every tail the upload ever wrote.
+    async fn remove_tails(&self, id: &str) -> Result<()> {
+        let prefix = self.key(&format!("{id}.tail"));
+        let tails: Vec<_> = self
+            .client
+            .list(Some(&prefix))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await
+            .map_err(failed("list", &prefix))?;
+        for tail in tails {
+            self.delete(&tail).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, key: &Path) -> Result<()> {
+        match self.client.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(failed("delete", key)(e)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for S3Store {
+    /// Nothing to make yet: the multipart upload starts with the first whole part.
+    async fn create(&self, _id: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// The committed state is the truth: what it names was durable before it was committed.
+    async fn recover(&self, _id: &str, received: u64, _state: Option<&[u8]>) -> Result<u64> {
+        Ok(received)
+    }
+
+    async fn open_append(
+        &self,
+        id: &str,
+        offset: u64,
+        state: Option<&[u8]>,
+    ) -> Result<Box<dyn Sink>> {
+        let state = Multipart::read(state, self.part_size)?;
+        if state.base() + state.tail != offset {
+            let e = io::Error::other(format!(
+                "the store state ends at {}, not at {offset}",
+                state.base() + state.tail
+            ));
+            return Err(StoreError::new("open", self.key(id), e));
+        }
+        let buffer = self.read_tail(id, &state).await?;
+        Ok(Box::new(PartSink {
+            store: self.clone(),
+            handle: tokio::runtime::Handle::current(),
+            id: id.to_owned(),
+            durable_tail: state.tail,
+            state,
+            buffer,
+        }))
+    }
+
+    async fn complete(&self, id: &str, state: Option<&[u8]>) -> Result<()> {
+        let mut state = Multipart::read(state, self.part_size)?;
+        let tail = self.read_tail(id, &state).await?;
+        let key = self.key(id);
+        match state.upload.clone() {
+            None => {
+                // Smaller than a part: one plain object.
+                self.client
+                    .put(&key, PutPayload::from(tail))
+                    .await
+                    .map_err(failed("write", &key))?;
+            }
+            Some(upload) => {
+                if !tail.is_empty() {
+                    let number = state.parts.len();
+                    let part = self
+                        .client
+                        .put_part(&key, &upload, number, PutPayload::from(tail))
+                        .await
+                        .map_err(failed("write a part of", &key))?;
+                    state.parts.push(part.content_id);
+                }
+                let parts = state
+                    .parts
+                    .iter()
+                    .map(|etag| PartId {
+                        content_id: etag.clone(),
+                    })
+                    .collect();
+                self.client
+                    .complete_multipart(&key, &upload, parts)
+                    .await
+                    .map_err(failed("complete", &key))?;
+            }
+        }
+        self.remove_tails(id).await
+    }
+
+    async fn open_read(&self, id: &str) -> Result<Box<dyn Source>> {
+        let key = self.key(id);
+        let meta = self.client.head(&key).await.map_err(failed("open", &key))?;
+        Ok(Box::new(Object {
+            client: self.client.clone(),
+            key,
+            len: meta.size,
+        }))
+    }
+
+    async fn remove(&self, id: &str, state: Option<&[u8]>) -> Result<()> {
+        let key = self.key(id);
+        let state = Multipart::read(state, self.part_size)?;
+        if let Some(upload) = &state.upload {
+            match self.client.abort_multipart(&key, upload).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(failed("abort", &key)(e)),
+            }
+        }
+        self.remove_tails(id).await?;
+        self.delete(&key).await
+    }
+
+    async fn space(&self) -> Result<Option<Space>> {
+        Ok(None)
+    }
+
+    async fn check_writable(&self) -> Result<()> {
+        let probe = self.key(&format!(".healthz-{}", uuid::Uuid::new_v4()));
+        self.client
+            .put(&probe, PutPayload::from_static(b"ok"))
+            .await
+            .map_err(failed("write", &probe))?;
+        self.delete(&probe).await
+    }
+}
+
+/// One append's writer: whole parts go up as they fill; the rest stays in memory (at most a
+/// part) until the body ends and it is written as the tail.
+struct PartSink {
+    store: S3Store,
+    handle: tokio::runtime::Handle,
+    id: String,
+    state: Multipart,
+    /// Bytes after the last part: the committed tail, then what this body added.
+    buffer: Vec<u8>,
+    /// How many of the buffer's bytes are durable in a tail object.
+    durable_tail: u64,
+}
+
+impl PartSink {
+    /// Sends the buffer's first whole part (blocking: the sink runs on a blocking thread).
+    fn put_part(&mut self) -> Result<()> {
+        let size = self.state.part_size as usize;
+        let part = Bytes::from(self.buffer.drain(..size).collect::<Vec<u8>>());
+        let key = self.store.key(&self.id);
+        let client = self.store.client.clone();
+        let upload = match self.state.upload.clone() {
+            Some(upload) => upload,
+            None => {
+                let created = self.handle.block_on(client.create_multipart(&key));
+                let upload = created.map_err(failed("start a multipart upload of", &key))?;
+                self.state.upload = Some(upload.clone());
+                upload
+            }
+        };
+        let number = self.state.parts.len();
+        let put = client.put_part(&key, &upload, number, PutPayload::from(part));
+        let part = self
+            .handle
+            .block_on(put)
+            .map_err(failed("write a part of", &key))?;
+        self.state.parts.push(part.content_id);
+        // The tail's bytes are in this part now.
+        self.durable_tail = 0;
+        Ok(())
+    }
+}
+
+impl Sink for PartSink {
+    fn position(&self) -> u64 {
+        self.state.base() + self.buffer.len() as u64
+    }
+
+    fn write(&mut self, buf: &[u8]) -> Result<()> {
+        self.buffer.extend_from_slice(buf);
+        while self.buffer.len() as u64 >= self.state.part_size {
+            self.put_part()?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<u64> {
+        Ok(self.state.base() + self.durable_tail)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if self.buffer.len() as u64 == self.durable_tail {
+            return Ok(());
+        }
+        let key = self.store.tail_key(&self.id, self.state.parts.len());
+        let tail = PutPayload::from(self.buffer.clone());
+        self.handle
+            .block_on(self.store.client.put(&key, tail))
+            .map_err(failed("write", &key))?;
+        self.durable_tail = self.buffer.len() as u64;
+        Ok(())
+    }
+
+    /// Nothing to undo: what is not in the committed state is never read.
+    fn truncate_to(&mut self, _len: u64) -> Result<()> {
+        Ok(())
+    }
+
+    fn state(&self) -> Option<Vec<u8>> {
+        let state = Multipart {
+            tail: self.durable_tail,
+            ..self.state.clone()
+        };
+        serde_json::to_vec(&state).ok()
+    }
+
+    fn durable_every(&self) -> Option<u64> {
+        Some(self.state.part_size)
+    }
+}
+
+/// A finished object, read with ranged GETs.
+struct Object {
+    client: Arc<AmazonS3>,
+    key: Path,
+    len: u64,
+}
+
+#[async_trait::async_trait]
+impl Source for Object {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    async fn stream(self: Box<Self>, start: u64, count: u64) -> Result<ByteStream> {
+        if count == 0 {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        }
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(start..start + count)),
+            ..GetOptions::default()
+        };
+        let got = self
+            .client
+            .get_opts(&self.key, options)
+            .await
+            .map_err(failed("read", &self.key))?;
+        Ok(Box::pin(got.into_stream().map_err(io::Error::other)))
+    }
+}
