@@ -8,6 +8,7 @@ mod crash;
 mod create;
 mod create_rate;
 mod defaults;
+mod garage;
 mod hostile;
 mod hostile_clients;
 mod integrity;
