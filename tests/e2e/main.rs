@@ -16,6 +16,7 @@ mod limits;
 mod log_levels;
 mod metrics;
 mod resilience;
+mod s3;
 mod slow_bodies;
 mod support;
 mod watch;
