@@ -1,0 +1,274 @@
+//! The bytes kept in an S3-compatible store (`--storage s3://BUCKET/PREFIX`): each test starts a
+//! private Garage (tests/e2e/garage.rs) and the server against it with 5M parts, uploads over
+//! the unchanged HTTP API, and then looks in the bucket: a finished upload is the one object
+//! `PREFIX/<id>`, with no tail object `PREFIX/<id>.tail` and no multipart upload left behind.
+
+use serde_json::Value;
+
+use crate::garage::Garage;
+use crate::support::*;
+
+const MIB: usize = 1 << 20;
+const PREFIX: &str = "incoming";
+
+/// The server, keeping its bytes in `garage`'s bucket under `incoming/` in 5M parts.
+fn start_server(garage: &Garage) -> TestServer {
+    let mut args = garage.server_args(PREFIX);
+    args.extend(["--s3-part-size".to_owned(), "5M".to_owned()]);
+    let envs = garage.server_envs();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    TestServer::start_with(&args, &envs)
+}
+
+async fn create_id(server: &TestServer, size: usize) -> String {
+    create(server, "s3.bin", size as u64).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned()
+}
+
+/// A PATCH of `bytes[offset..end]` that must be answered 200 with every byte received.
+async fn append(server: &TestServer, id: &str, bytes: &[u8], offset: usize, end: usize) -> Value {
+    let response = patch(server, id, offset as u64, bytes[offset..end].to_vec()).await;
+    let code = response.status();
+    let text = response.text().await.expect("PATCH answer");
+    assert_eq!(code, 200, "PATCH {offset}..{end}: {text}");
+    let status = json(&text);
+    assert_eq!(
+        status["received"].as_u64(),
+        Some(end as u64),
+        "a body that ended is held in the store whole: {status}"
+    );
+    status
+}
+
+/// The upload is complete, its sha256 is the data's, and its content is the data.
+async fn assert_complete(server: &TestServer, id: &str, bytes: &[u8]) {
+    let status = status(server, id).await;
+    assert_eq!(status["state"], "complete", "{status}");
+    assert_eq!(status["received"].as_u64(), Some(bytes.len() as u64));
+    assert_eq!(status["sha256"], sha_hex(bytes), "{status}");
+    let downloaded = content(server, id).await;
+    assert_eq!(downloaded.len(), bytes.len(), "downloaded length");
+    assert!(downloaded == bytes, "the download differs from the data");
+}
+
+fn object_key(id: &str) -> String {
+    format!("{PREFIX}/{id}")
+}
+
+fn tail_key(id: &str) -> String {
+    format!("{PREFIX}/{id}.tail")
+}
+
+/// Waits until the bucket holds exactly the finished object `incoming/<id>` of `size` bytes:
+/// one object in all, no tail, no unfinished upload of any kind.
+async fn assert_only_the_object(garage: &Garage, id: &str, size: usize) {
+    let (object, tail) = (object_key(id), tail_key(id));
+    garage
+        .wait_for(&format!("the bucket to hold only {object}"), |g| {
+            let counts = g.counts();
+            let (finished, leftover) = (g.key(&object), g.key(&tail));
+            if counts.objects == 1
+                && counts.unfinished_uploads == 0
+                && counts.unfinished_multipart_uploads == 0
+                && finished.live == Some(size as u64)
+                && finished.uploading == 0
+                && leftover.live.is_none()
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{counts:?}, {object}: {finished:?}, {tail}: {leftover:?}"
+                ))
+            }
+        })
+        .await;
+}
+
+/// Bytes the store holds for an unfinished upload: its multipart upload's parts (the test's
+/// Garage holds one upload's) plus its tail object.
+fn held_in_store(garage: &Garage, id: &str) -> u64 {
+    garage.counts().unfinished_multipart_bytes + garage.key(&tail_key(id)).live.unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_upload_in_1_mib_patches_ends_as_one_object_with_nothing_left_behind() {
+    let garage = Garage::start();
+    let server = start_server(&garage);
+    let size = 20 * MIB;
+    let bytes = data(size, 301);
+    let id = create_id(&server, size).await;
+    // Each body ends in a tail; the tails grow into 5M parts.
+    for offset in (0..size).step_by(MIB) {
+        append(&server, &id, &bytes, offset, offset + MIB).await;
+    }
+    assert_complete(&server, &id, &bytes).await;
+
+    let (start, end) = (6_291_456usize, 7_340_031usize);
+    let response = client()
+        .get(server.url(&format!("/uploads/{id}/content")))
+        .header("Range", format!("bytes={start}-{end}"))
+        .send()
+        .await
+        .expect("range download");
+    assert_eq!(response.status(), 206);
+    assert_eq!(
+        response.headers()["content-range"].to_str().unwrap(),
+        format!("bytes {start}-{end}/{size}")
+    );
+    let range = response.bytes().await.expect("range bytes");
+    assert_eq!(range.len(), end + 1 - start);
+    assert!(range.as_ref() == &bytes[start..=end], "the range differs");
+
+    assert_only_the_object(&garage, &id, size).await;
+}
+
+#[tokio::test]
+async fn one_body_of_several_parts_then_the_last_mib_completes() {
+    let garage = Garage::start();
+    let server = start_server(&garage);
+    let size = 13 * MIB;
+    let bytes = data(size, 302);
+    let id = create_id(&server, size).await;
+    append(&server, &id, &bytes, 0, 12 * MIB).await;
+    garage
+        .wait_for("two parts or more from the one 12 MiB body", |g| {
+            let counts = g.counts();
+            if counts.unfinished_multipart_uploads == 1 && counts.unfinished_multipart_parts >= 2 {
+                Ok(())
+            } else {
+                Err(format!("{counts:?}"))
+            }
+        })
+        .await;
+    let held = held_in_store(&garage, &id);
+    assert!(
+        held >= 12 * MIB as u64,
+        "received 12 MiB but parts and tail hold {held} bytes"
+    );
+    let status = append(&server, &id, &bytes, 12 * MIB, size).await;
+    assert_eq!(status["state"], "complete", "{status}");
+    assert_complete(&server, &id, &bytes).await;
+    assert_only_the_object(&garage, &id, size).await;
+}
+
+#[tokio::test]
+async fn a_body_cut_mid_part_keeps_what_the_store_made_durable_and_resumes() {
+    let garage = Garage::start();
+    let server = start_server(&garage);
+    let size = 10 * MIB;
+    let sent = 7 * MIB;
+    let bytes = data(size, 303);
+    let id = create_id(&server, size).await;
+    // Declares 8 MiB, sends 7 MiB (one 5M part and some), then leaves.
+    let conn = open_patch(server.port, &id, 0, 8 * MIB, &bytes[..sent]);
+    wait_appends_in_flight(&server, 1).await;
+    wait_sent_bytes_taken(&server, &conn).await;
+    drop(conn);
+    wait_appends_in_flight(&server, 0).await;
+
+    let kept = received(&server, &id).await;
+    assert!(kept > 0, "the server had every byte sent, yet kept none");
+    assert!(kept <= sent as u64, "received {kept} > sent {sent}");
+    let held = held_in_store(&garage, &id);
+    assert!(
+        held >= kept,
+        "received {kept} but parts and tail hold {held} bytes"
+    );
+
+    let status = append(&server, &id, &bytes, kept as usize, size).await;
+    assert_eq!(status["state"], "complete", "{status}");
+    assert_complete(&server, &id, &bytes).await;
+    assert_only_the_object(&garage, &id, size).await;
+}
+
+#[tokio::test]
+async fn a_kill_9_mid_upload_resumes_from_what_the_store_holds() {
+    let garage = Garage::start();
+    let mut server = start_server(&garage);
+    let size = 16 * MIB;
+    let bytes = data(size, 304);
+    let id = create_id(&server, size).await;
+    // Confirmed: one part and a tail.
+    append(&server, &id, &bytes, 0, 6 * MIB).await;
+    // Then 5 MiB more of a 10 MiB body, and SIGKILL while it streams.
+    let sent = 11 * MIB;
+    let conn = open_patch(server.port, &id, 6 * MIB, 10 * MIB, &bytes[6 * MIB..sent]);
+    wait_appends_in_flight(&server, 1).await;
+    wait_sent_bytes_taken(&server, &conn).await;
+    server.kill9();
+    drop(conn);
+    // The same flags, the same data directory.
+    server.restart();
+
+    let kept = received(&server, &id).await;
+    assert!(
+        kept >= 6 * MIB as u64,
+        "received {kept} after the restart, but 6 MiB were confirmed"
+    );
+    assert!(kept <= sent as u64, "received {kept} > sent {sent}");
+    let held = held_in_store(&garage, &id);
+    assert!(
+        held >= kept,
+        "received {kept} but parts and tail hold {held} bytes"
+    );
+
+    let status = append(&server, &id, &bytes, kept as usize, size).await;
+    assert_eq!(status["state"], "complete", "{status}");
+    assert_complete(&server, &id, &bytes).await;
+    assert_only_the_object(&garage, &id, size).await;
+}
+
+#[tokio::test]
+async fn deleting_an_unfinished_upload_aborts_its_parts_and_removes_its_tail() {
+    let garage = Garage::start();
+    let server = start_server(&garage);
+    let size = 20 * MIB;
+    let bytes = data(size, 305);
+    let id = create_id(&server, size).await;
+    // 7 MiB: a 5M part in a multipart upload, the rest in the tail object.
+    append(&server, &id, &bytes, 0, 7 * MIB).await;
+    let tail = tail_key(&id);
+    garage
+        .wait_for("a part and a tail in the store", |g| {
+            let (counts, leftover) = (g.counts(), g.key(&tail));
+            if counts.unfinished_multipart_uploads == 1
+                && counts.unfinished_multipart_parts >= 1
+                && leftover.live.is_some()
+            {
+                Ok(())
+            } else {
+                Err(format!("{counts:?}, {tail}: {leftover:?}"))
+            }
+        })
+        .await;
+
+    let url = server.url(&format!("/uploads/{id}"));
+    let response = client().delete(&url).send().await.expect("delete");
+    assert_eq!(response.status(), 204);
+    let code = client().get(&url).send().await.expect("status").status();
+    assert!(code == 410 || code == 404, "status after DELETE: {code}");
+
+    let object = object_key(&id);
+    garage
+        .wait_for("nothing left of the deleted upload", |g| {
+            let counts = g.counts();
+            let (finished, leftover) = (g.key(&object), g.key(&tail));
+            if counts.objects == 0
+                && counts.unfinished_uploads == 0
+                && counts.unfinished_multipart_uploads == 0
+                && finished.live.is_none()
+                && finished.uploading == 0
+                && leftover.live.is_none()
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{counts:?}, {object}: {finished:?}, {tail}: {leftover:?}"
+                ))
+            }
+        })
+        .await;
+}
