@@ -21,6 +21,8 @@ pub use s3::{S3Config, S3Store};
 #[error("{action} {target}: {source}")]
 pub struct StoreError {
     action: &'static str,
+    /// The store could not be reached or failed on its side; the same request may work later.
+    unavailable: bool,
     /// What the action was on (a path, an object key); for the logs, never for clients.
     target: String,
     #[source]
@@ -31,9 +33,26 @@ impl StoreError {
     pub fn new(action: &'static str, target: impl std::fmt::Display, source: io::Error) -> Self {
         StoreError {
             action,
+            unavailable: false,
             target: target.to_string(),
             source,
         }
+    }
+
+    /// A failure of the store itself (unreachable, or an error on its side), not of the request.
+    pub fn unavailable(
+        action: &'static str,
+        target: impl std::fmt::Display,
+        source: io::Error,
+    ) -> Self {
+        StoreError {
+            unavailable: true,
+            ..StoreError::new(action, target, source)
+        }
+    }
+
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable
     }
 
     /// True when the store is full or over quota, which a client may retry later.

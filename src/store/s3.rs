@@ -10,13 +10,14 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use serde::{Deserialize, Serialize};
 
 use super::{ByteStream, Result, Sink, Source, Space, Store, StoreError};
@@ -68,15 +69,33 @@ impl Multipart {
     }
 }
 
+/// The store's answer as an error. Network failures and errors on the store's side (what
+/// object_store reports as generic, after its retries) mean the store is unavailable.
 fn failed(action: &'static str, key: &Path) -> impl FnOnce(object_store::Error) -> StoreError {
     let key = key.to_string();
-    move |e| StoreError::new(action, key, io::Error::other(e))
+    move |e| match e {
+        object_store::Error::Generic { .. } => {
+            StoreError::unavailable(action, key, io::Error::other(e))
+        }
+        e => StoreError::new(action, key, io::Error::other(e)),
+    }
+}
+
+/// A few quick retries: a store that stays down is reported (503) within a second or so,
+/// rather than holding the request for minutes.
+fn retries() -> RetryConfig {
+    RetryConfig {
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(10),
+        ..RetryConfig::default()
+    }
 }
 
 impl S3Store {
     /// Credentials come from `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
     pub fn open(config: &S3Config) -> Result<S3Store> {
         let mut builder = AmazonS3Builder::from_env()
+            .with_retry(retries())
             .with_bucket_name(&config.bucket)
             .with_region(&config.region);
         if let Some(endpoint) = &config.endpoint {

@@ -275,3 +275,47 @@ async fn deleting_an_unfinished_upload_aborts_its_parts_and_removes_its_tail() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn a_store_that_goes_away_answers_503_and_the_upload_resumes_when_it_is_back() {
+    let mut garage = Garage::start();
+    let server = start_server(&garage);
+    let size = 10 * MIB;
+    let bytes = data(size, 306);
+    let id = create_id(&server, size).await;
+    append(&server, &id, &bytes, 0, 3 * MIB).await;
+
+    garage.stop();
+    // Carrying on needs the tail back from the store, and then a part written to it.
+    let refused = patch(
+        &server,
+        &id,
+        3 * MIB as u64,
+        bytes[3 * MIB..7 * MIB].to_vec(),
+    )
+    .await;
+    assert_eq!(refused.status(), 503);
+    assert!(
+        refused.headers().contains_key("retry-after"),
+        "503 says when to retry"
+    );
+    let answer: Value = refused.json().await.expect("JSON error");
+    assert_eq!(answer["error"], "storage_unavailable", "{answer}");
+    let health = client()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 503, "/healthz reports the store");
+    let kept = status(&server, &id).await;
+    assert_eq!(
+        kept["received"].as_u64(),
+        Some(3 * MIB as u64),
+        "nothing the store did not take is counted: {kept}"
+    );
+
+    garage.start_again();
+    append(&server, &id, &bytes, 3 * MIB, size).await;
+    assert_complete(&server, &id, &bytes).await;
+    assert_only_the_object(&garage, &id, size).await;
+}
