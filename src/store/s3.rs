@@ -202,8 +202,17 @@ impl Store for S3Store {
 
     async fn complete(&self, id: &str, state: Option<&[u8]>) -> Result<()> {
         let mut state = Multipart::read(state, self.part_size)?;
-        let tail = self.read_tail(id, &state).await?;
         let key = self.key(id);
+        // Done already by a call that crashed before its commit: only this upload ever writes
+        // this key, and it does so last.
+        match self.client.head(&key).await {
+            Ok(meta) if meta.size == state.base() + state.tail => {
+                return self.remove_tails(id).await;
+            }
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(failed("look for", &key)(e)),
+        }
+        let tail = self.read_tail(id, &state).await?;
         match state.upload.clone() {
             None => {
                 // Smaller than a part: one plain object.

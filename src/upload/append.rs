@@ -271,7 +271,7 @@ impl Engine {
             upload.size = Some(upload.received);
         }
         if upload.size == Some(upload.received) {
-            self.seal(upload, hasher, now).await?;
+            self.seal_durably(upload, hasher, now).await?;
         } else {
             upload.hash_state = Some(checksum::save_state(&hasher));
             upload.expires_at = Some(self.expiry_from(now));
@@ -333,6 +333,25 @@ fn stopped(stop: Stop, received: u64) -> UploadError {
 }
 
 impl Engine {
+    /// `seal`, for a store that keeps state: every byte is first committed as received, so a
+    /// crash while the store completes the upload leaves a record that says all the bytes are
+    /// in, and start-up seals it (see `recover.rs`) instead of resuming a finished store upload.
+    async fn seal_durably(
+        &self,
+        upload: &mut Upload,
+        hasher: Sha256,
+        now: SystemTime,
+    ) -> Result<()> {
+        if upload.store_state.is_some() {
+            upload.hash_state = Some(checksum::save_state(&hasher));
+            self.meta.save_progress(upload).await?;
+        }
+        crate::fault::point("seal-before-complete");
+        self.seal(upload, hasher, now).await?;
+        crate::fault::point("seal-after-complete");
+        Ok(())
+    }
+
     /// Completes an upload whose bytes have all arrived: the store makes them one whole,
     /// then the digest decides its state.
     pub(super) async fn seal(

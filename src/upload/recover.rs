@@ -4,6 +4,9 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tracing::warn;
 
+use std::time::SystemTime;
+
+use super::append::restore_hasher;
 use super::{checksum, Engine, Result, Upload, UploadError};
 
 impl Engine {
@@ -12,7 +15,17 @@ impl Engine {
         let mut repaired = 0;
         for upload in self.meta.unfinished().await? {
             let before = (upload.received, upload.hash_state.clone());
-            let upload = self.reconcile_one(upload).await?;
+            let mut upload = self.reconcile_one(upload).await?;
+            if upload.size == Some(upload.received) {
+                // Every byte was committed, but the crash came before the upload was sealed.
+                let hasher = restore_hasher(&upload)?;
+                self.seal(&mut upload, hasher, SystemTime::now()).await?;
+                warn!(upload = %upload.id, "sealed after a crash");
+                self.meta.save_progress(&upload).await?;
+                self.count_finished(&upload);
+                repaired += 1;
+                continue;
+            }
             if (upload.received, upload.hash_state.clone()) != before {
                 warn!(upload = %upload.id, from = before.0, to = upload.received, "reconciled after a crash");
                 self.meta.save_progress(&upload).await?;

@@ -319,3 +319,39 @@ async fn a_store_that_goes_away_answers_503_and_the_upload_resumes_when_it_is_ba
     assert_complete(&server, &id, &bytes).await;
     assert_only_the_object(&garage, &id, size).await;
 }
+
+#[tokio::test]
+async fn a_crash_while_the_store_completes_the_upload_is_sealed_at_start_up() {
+    for point in ["seal-before-complete", "seal-after-complete"] {
+        let garage = Garage::start();
+        let mut server = start_server(&garage);
+        let size = 7 * MIB;
+        let bytes = data(size, 307);
+        let id = create_id(&server, size).await;
+        append(&server, &id, &bytes, 0, 6 * MIB).await;
+
+        server.set_env("RESUMABLE_FAULT_POINT", Some(point));
+        server.restart();
+        let last = client()
+            .patch(server.url(&format!("/uploads/{id}")))
+            .header("Upload-Offset", (6 * MIB).to_string())
+            .body(bytes[6 * MIB..].to_vec())
+            .send()
+            .await;
+        assert!(last.is_err(), "{point}: the server died at the fault point");
+        let mut exited = false;
+        for _ in 0..400 {
+            exited = server.has_exited();
+            if exited {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert!(exited, "{point}: the fault point aborts the server");
+
+        server.set_env("RESUMABLE_FAULT_POINT", None);
+        server.restart();
+        assert_complete(&server, &id, &bytes).await;
+        assert_only_the_object(&garage, &id, size).await;
+    }
+}
