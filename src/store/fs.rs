@@ -115,6 +115,7 @@ impl Store for FsStore {
         &self,
         id: &str,
         offset: u64,
+        _size: Option<u64>,
         _state: Option<&[u8]>,
     ) -> Result<Box<dyn Sink>> {
         let path = self.path(id);

@@ -89,11 +89,13 @@ pub trait Store: Send + Sync + 'static {
     async fn recover(&self, id: &str, received: u64, state: Option<&[u8]>) -> Result<u64>;
 
     /// Opens the upload for appending at `offset`, its committed length, with the state
-    /// committed beside it.
+    /// committed beside it. `size` is the upload's size where known (an object store sizes
+    /// its parts so the whole fits its part limit).
     async fn open_append(
         &self,
         id: &str,
         offset: u64,
+        size: Option<u64>,
         state: Option<&[u8]>,
     ) -> Result<Box<dyn Sink>>;
 

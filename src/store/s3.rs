@@ -81,6 +81,18 @@ fn failed(action: &'static str, key: &Path) -> impl FnOnce(object_store::Error) 
     }
 }
 
+/// S3 takes at most this many parts per object.
+const MAX_PARTS: u64 = 10_000;
+
+/// The part size for an upload: the configured one, or for a known size too large for that,
+/// the smallest whole MiB that fits the whole in `MAX_PARTS` parts. Fixed at the first part
+/// (it travels in the state): a deferred size keeps the configured one.
+fn part_size_for(size: Option<u64>, configured: u64) -> u64 {
+    const MIB: u64 = 1 << 20;
+    let needed = size.map_or(0, |size| size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB);
+    configured.max(needed)
+}
+
 /// A few quick retries: a store that stays down is reported (503) within a second or so,
 /// rather than holding the request for minutes.
 fn retries() -> RetryConfig {
@@ -179,9 +191,10 @@ impl Store for S3Store {
         &self,
         id: &str,
         offset: u64,
+        size: Option<u64>,
         state: Option<&[u8]>,
     ) -> Result<Box<dyn Sink>> {
-        let state = Multipart::read(state, self.part_size)?;
+        let state = Multipart::read(state, part_size_for(size, self.part_size))?;
         if state.base() + state.tail != offset {
             let e = io::Error::other(format!(
                 "the store state ends at {}, not at {offset}",
@@ -401,5 +414,26 @@ impl Source for Object {
             .await
             .map_err(failed("read", &self.key))?;
         Ok(Box::pin(got.into_stream().map_err(io::Error::other)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_grow_so_a_known_size_fits_the_part_limit() {
+        let eight = 8 << 20;
+        assert_eq!(part_size_for(None, eight), eight);
+        assert_eq!(part_size_for(Some(1 << 30), eight), eight);
+        // 100 GiB in 8 MiB parts would be 12,800 parts.
+        let big = 100u64 << 30;
+        let part = part_size_for(Some(big), eight);
+        assert!(part > eight && part % (1 << 20) == 0);
+        assert!(big.div_ceil(part) <= MAX_PARTS, "{part}");
+        assert!(
+            big.div_ceil(part - (1 << 20)) > MAX_PARTS,
+            "the smallest such size"
+        );
     }
 }

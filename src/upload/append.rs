@@ -178,7 +178,12 @@ impl Engine {
         let key = upload.id.to_string();
         let sink = self
             .store
-            .open_append(&key, upload.received, upload.store_state.as_deref())
+            .open_append(
+                &key,
+                upload.received,
+                upload.size,
+                upload.store_state.as_deref(),
+            )
             .await?;
         let pump = Pump {
             sink,
