@@ -9,8 +9,14 @@
 //! 4. uploads 32 files of 32 MiB concurrently,
 //!
 //! and prints throughput, the service/raw ratio, the server's CPU seconds per GiB and its RSS.
+//!
+//! `-- --store s3` runs steps 2–4 a second time with the bytes in a private Garage on loopback
+//! (tests/e2e/garage.rs; `cargo install garage --locked`), beside the local directory.
 
 mod support;
+
+#[path = "../tests/e2e/garage.rs"]
+mod garage;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -26,8 +32,9 @@ const CHUNK: usize = 8 << 20;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let store_s3 = args.windows(2).any(|w| w[0] == "--store" && w[1] == "s3");
     let single_size: u64 = if quick { 256 * MIB } else { 1024 * MIB };
-    let (concurrent, each): (usize, u64) = (32, 32 * MIB);
 
     let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-core");
     let _ = std::fs::remove_dir_all(&work);
@@ -43,16 +50,33 @@ fn main() {
         raw_once
     );
 
+    let raw = (raw_each, raw_once);
     let server = Server::start(&work.join("data"));
+    measure("local directory", &server, &chunk, single_size, raw);
+    drop(server);
+    if store_s3 {
+        let garage = garage::Garage::start();
+        let args = garage.server_args("bench");
+        let server = Server::start_with(&work.join("data-s3"), &args, &garage.server_envs());
+        measure("S3 (Garage on loopback)", &server, &chunk, single_size, raw);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Steps 2–4 against one running server.
+fn measure(store: &str, server: &Server, chunk: &[u8], single_size: u64, raw: (f64, f64)) {
+    let (raw_each, raw_once) = raw;
+    let (concurrent, each): (usize, u64) = (32, 32 * MIB);
+    println!("== bytes in: {store}");
     let cpu_before = server.cpu_seconds();
     let started = Instant::now();
-    let digest = upload(server.port, &chunk, single_size);
+    let digest = upload(server.port, chunk, single_size);
     let secs = started.elapsed().as_secs_f64();
     let cpu = server.cpu_seconds() - cpu_before;
     let single = mb_per_s(single_size, secs);
     assert_eq!(
         digest,
-        expected_digest(&chunk, single_size),
+        expected_digest(chunk, single_size),
         "stored SHA-256"
     );
     let gib = single_size as f64 / (1u64 << 30) as f64;
@@ -71,11 +95,11 @@ fn main() {
     let rss_after_single = server.rss_kib();
 
     let started = Instant::now();
-    let tus_digest = upload_tus(server.port, &chunk, single_size);
+    let tus_digest = upload_tus(server.port, chunk, single_size);
     let tus = mb_per_s(single_size, started.elapsed().as_secs_f64());
     assert_eq!(
         tus_digest,
-        expected_digest(&chunk, single_size),
+        expected_digest(chunk, single_size),
         "tus upload SHA-256"
     );
     println!(
@@ -98,12 +122,12 @@ fn main() {
     let started = Instant::now();
     let threads: Vec<_> = (0..concurrent)
         .map(|_| {
-            let chunk = chunk.clone();
+            let chunk = chunk.to_vec();
             let port = server.port;
             std::thread::spawn(move || upload(port, &chunk[..], each))
         })
         .collect();
-    let expected = expected_digest(&chunk, each);
+    let expected = expected_digest(chunk, each);
     for thread in threads {
         assert_eq!(thread.join().expect("upload thread"), expected);
     }
@@ -125,8 +149,6 @@ fn main() {
         peak.load(Ordering::Relaxed) as f64 / 1024.0,
         server.hwm_kib() as f64 / 1024.0
     );
-    drop(server);
-    let _ = std::fs::remove_dir_all(&work);
 }
 
 fn expected_digest(chunk: &[u8], size: u64) -> String {

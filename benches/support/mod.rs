@@ -34,12 +34,19 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, &[], &[])
+    }
+
+    /// With more flags and environment (an object store's, say).
+    pub fn start_with(data_dir: &Path, args: &[String], envs: &[(String, String)]) -> Server {
         // RESUMABLE_BENCH_BIN runs another build (an older commit's) under the same harness.
         let binary = std::env::var_os("RESUMABLE_BENCH_BIN")
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_resumable").into());
         let mut child = Command::new(binary)
             .args(["--bind", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(args)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -202,15 +202,8 @@ impl Store for S3Store {
             ));
             return Err(StoreError::new("open", self.key(id), e));
         }
-        let buffer = self.read_tail(id, &state).await?;
-        Ok(Box::new(PartSink {
-            store: self.clone(),
-            handle: tokio::runtime::Handle::current(),
-            id: id.to_owned(),
-            durable_tail: state.tail,
-            state,
-            buffer,
-        }))
+        let tail = self.read_tail(id, &state).await?;
+        Ok(Box::new(PartSink::new(self.clone(), id, state, tail)))
     }
 
     async fn complete(&self, id: &str, state: Option<&[u8]>) -> Result<()> {
@@ -298,23 +291,45 @@ impl Store for S3Store {
 }
 
 /// One append's writer: whole parts go up as they fill; the rest stays in memory (at most a
-/// part) until the body ends and it is written as the tail.
+/// part, in a buffer sized for one so it never grows by doubling) until the body ends and it
+/// is written as the tail. A full buffer becomes the part itself, without a copy.
 struct PartSink {
     store: S3Store,
     handle: tokio::runtime::Handle,
     id: String,
     state: Multipart,
     /// Bytes after the last part: the committed tail, then what this body added.
-    buffer: Vec<u8>,
-    /// How many of the buffer's bytes are durable in a tail object.
+    buffer: Bytes,
+    /// The buffer while it is written to (`buffer` holds it once it was sent as a tail).
+    filling: Vec<u8>,
+    /// How many bytes after the last part are durable in a tail object.
     durable_tail: u64,
 }
 
 impl PartSink {
-    /// Sends the buffer's first whole part (blocking: the sink runs on a blocking thread).
+    fn new(store: S3Store, id: &str, state: Multipart, tail: Vec<u8>) -> PartSink {
+        let mut filling = Vec::with_capacity(state.part_size as usize);
+        filling.extend_from_slice(&tail);
+        PartSink {
+            store,
+            handle: tokio::runtime::Handle::current(),
+            id: id.to_owned(),
+            durable_tail: state.tail,
+            state,
+            buffer: Bytes::new(),
+            filling,
+        }
+    }
+
+    /// Bytes after the last part.
+    fn pending(&self) -> u64 {
+        (self.buffer.len() + self.filling.len()) as u64
+    }
+
+    /// Sends the full buffer as the next part (blocking: the sink runs on a blocking thread).
     fn put_part(&mut self) -> Result<()> {
-        let size = self.state.part_size as usize;
-        let part = Bytes::from(self.buffer.drain(..size).collect::<Vec<u8>>());
+        let fresh = Vec::with_capacity(self.state.part_size as usize);
+        let part = Bytes::from(std::mem::replace(&mut self.filling, fresh));
         let key = self.store.key(&self.id);
         let client = self.store.client.clone();
         let upload = match self.state.upload.clone() {
@@ -341,13 +356,18 @@ impl PartSink {
 
 impl Sink for PartSink {
     fn position(&self) -> u64 {
-        self.state.base() + self.buffer.len() as u64
+        self.state.base() + self.pending()
     }
 
-    fn write(&mut self, buf: &[u8]) -> Result<()> {
-        self.buffer.extend_from_slice(buf);
-        while self.buffer.len() as u64 >= self.state.part_size {
-            self.put_part()?;
+    fn write(&mut self, mut buf: &[u8]) -> Result<()> {
+        while !buf.is_empty() {
+            let room = self.state.part_size as usize - self.filling.len();
+            let n = room.min(buf.len());
+            self.filling.extend_from_slice(&buf[..n]);
+            buf = &buf[n..];
+            if self.filling.len() as u64 == self.state.part_size {
+                self.put_part()?;
+            }
         }
         Ok(())
     }
@@ -356,16 +376,18 @@ impl Sink for PartSink {
         Ok(self.state.base() + self.durable_tail)
     }
 
+    /// Not written to afterwards: the buffer is handed to the request as it is.
     fn finish(&mut self) -> Result<()> {
-        if self.buffer.len() as u64 == self.durable_tail {
+        if self.pending() == self.durable_tail {
             return Ok(());
         }
+        self.buffer = Bytes::from(std::mem::take(&mut self.filling));
         let key = self.store.tail_key(&self.id, self.state.parts.len());
         let tail = PutPayload::from(self.buffer.clone());
         self.handle
             .block_on(self.store.client.put(&key, tail))
             .map_err(failed("write", &key))?;
-        self.durable_tail = self.buffer.len() as u64;
+        self.durable_tail = self.pending();
         Ok(())
     }
 
