@@ -1,7 +1,7 @@
 //! The uploaded bytes, behind one trait: create, append, read and remove an upload's bytes.
 //!
-//! [`fs::FsStore`] (a local directory) is the first implementation; an object store is meant
-//! to be the second. A store never sees an HTTP type, a database row or a protocol name: it
+//! [`FsStore`] keeps them in a local directory (the default); [`S3Store`] in an S3-compatible
+//! object store, durable only at part boundaries and at a body's end. A store never sees an HTTP type, a database row or a protocol name: it
 //! knows an upload by its id and its bytes by their offsets.
 
 mod fs;
