@@ -54,6 +54,8 @@ pub(super) struct Pipeline {
     ready: Vec<Bytes>,
     /// Hashed batches waiting for the writer.
     hashed: Option<Hashed>,
+    /// The store is durable at its own marks, not wherever it syncs (see `HashSide::every`).
+    marks: bool,
     /// Batches anywhere in the pipeline; the body is read only while there is room.
     pub(super) queued: usize,
     /// Batches waiting for the hasher, in the hash job and in the write job.
@@ -70,14 +72,16 @@ impl Pipeline {
         chunk: Option<ChunkHasher>,
         checkpoints: bool,
     ) -> Self {
+        let every = sink.durable_every().filter(|n| *n > 0);
         Pipeline {
+            marks: every.is_some(),
             hash: Some(HashSide {
                 hasher,
                 chunk,
                 checkpoints,
                 last_checkpoint: Instant::now(),
                 position: sink.position(),
-                every: sink.durable_every().filter(|n| *n > 0),
+                every,
             }),
             hash_job: None,
             write: Some(WriteSide {
@@ -166,7 +170,13 @@ impl Pipeline {
                 self.hashed = Some(match self.hashed.take() {
                     Some(mut waiting) => {
                         waiting.data.extend(hashed.data);
-                        waiting.states.extend(hashed.states);
+                        if self.marks {
+                            waiting.states.extend(hashed.states);
+                        } else {
+                            // A store that syncs anywhere is durable at the end of what it
+                            // wrote: an older state is never that, and would cost a sync.
+                            waiting.states = hashed.states;
+                        }
                         waiting
                     }
                     None => hashed,
