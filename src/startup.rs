@@ -34,7 +34,7 @@ pub enum StartupError {
     Bind(String, std::io::Error),
     #[error("--storage {0}: give a directory or s3://BUCKET[/PREFIX]")]
     Storage(String),
-    #[error("--s3-part-size must be at least 5M (S3's smallest part), not {0}")]
+    #[error("--s3-part-size must be from 5M to 5G (S3's smallest and largest parts), not {0}")]
     PartSize(u64),
     #[error("{0} is reachable from other machines and no --token is set: add --token or --token-file, or --allow-anonymous to let anyone create uploads")]
     AnonymousOnPublicAddress(SocketAddr),
@@ -98,8 +98,13 @@ async fn open_engine(config: &Config) -> Result<Arc<Engine>, StartupError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartupError::DataDir(config.data_dir.clone(), e))?;
     let meta = SqliteMeta::connect(&config.database_url()).await?;
-    let store = open_store(config)?;
-    let settings = settings(config, store.as_ref()).await?;
+    let (store, store_limit) = open_store(config)?;
+    let mut settings = settings(config, store.as_ref()).await?;
+    // An object store takes at most so many parts of a bounded size: larger creates are 413.
+    settings.max_upload_size = match (settings.max_upload_size, store_limit) {
+        (Some(max), Some(limit)) => Some(max.min(limit)),
+        (max, limit) => max.or(limit),
+    };
     let engine = Arc::new(Engine::new(
         Arc::new(meta),
         store,
@@ -120,19 +125,21 @@ async fn open_engine(config: &Config) -> Result<Arc<Engine>, StartupError> {
     Ok(engine)
 }
 
-/// The byte store `--storage` names: a directory, or an S3-compatible object store.
-fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError> {
-    let Some(storage) = config.storage.as_deref() else {
-        return Ok(Arc::new(FsStore::open(&config.data_dir.join("files"))?));
+/// The byte store `--storage` names (a directory, or an S3-compatible object store), and the
+/// largest upload it takes, where it has a limit.
+fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Option<u64>), StartupError> {
+    let storage = config.storage.as_deref();
+    let Some(location) = storage.and_then(|s| s.strip_prefix("s3://")) else {
+        let directory = storage.map_or_else(|| config.data_dir.join("files"), Into::into);
+        return Ok((Arc::new(FsStore::open(&directory)?), None));
     };
-    let Some(location) = storage.strip_prefix("s3://") else {
-        return Ok(Arc::new(FsStore::open(std::path::Path::new(storage))?));
-    };
+    let storage = storage.unwrap_or_default();
     let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
     if bucket.is_empty() {
         return Err(StartupError::Storage(storage.to_owned()));
     }
-    if config.s3_part_size < 5 << 20 {
+    // S3's smallest and largest parts.
+    if !(5 << 20..=5 << 30).contains(&config.s3_part_size) {
         return Err(StartupError::PartSize(config.s3_part_size));
     }
     let region = config
@@ -140,13 +147,15 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError> {
         .clone()
         .or_else(|| std::env::var("AWS_REGION").ok())
         .unwrap_or_else(|| "us-east-1".to_owned());
-    Ok(Arc::new(S3Store::open(&S3Config {
+    let store = S3Store::open(&S3Config {
         bucket: bucket.to_owned(),
         prefix: prefix.to_owned(),
         endpoint: config.s3_endpoint.clone(),
         region,
         part_size: config.s3_part_size,
-    })?))
+    })?;
+    let limit = store.max_upload_size();
+    Ok((Arc::new(store), Some(limit)))
 }
 
 async fn settings(config: &Config, store: &dyn Store) -> Result<Settings, StartupError> {

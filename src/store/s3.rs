@@ -90,7 +90,13 @@ const MAX_PARTS: u64 = 10_000;
 fn part_size_for(size: Option<u64>, configured: u64) -> u64 {
     const MIB: u64 = 1 << 20;
     let needed = size.map_or(0, |size| size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB);
-    configured.max(needed)
+    configured.max(needed).min(max_part(configured))
+}
+
+/// The largest part an append holds in memory: a part is buffered whole, so a client's
+/// declared size must not choose it freely.
+fn max_part(configured: u64) -> u64 {
+    configured.max(64 << 20)
 }
 
 /// A few quick retries: a store that stays down is reported (503) within a second or so,
@@ -104,6 +110,11 @@ fn retries() -> RetryConfig {
 }
 
 impl S3Store {
+    /// The largest upload this store takes: `MAX_PARTS` parts of the largest part size.
+    pub fn max_upload_size(&self) -> u64 {
+        MAX_PARTS.saturating_mul(max_part(self.part_size))
+    }
+
     /// Credentials come from `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
     pub fn open(config: &S3Config) -> Result<S3Store> {
         let mut builder = AmazonS3Builder::from_env()
@@ -457,5 +468,7 @@ mod tests {
             big.div_ceil(part - (1 << 20)) > MAX_PARTS,
             "the smallest such size"
         );
+        // A declared size past what the store takes cannot choose a part of any size.
+        assert_eq!(part_size_for(Some(u64::MAX / 2), eight), 64 << 20);
     }
 }
