@@ -430,15 +430,7 @@ async fn a_crash_between_the_tombstone_and_the_unlink_leaks_no_bytes() {
         .send()
         .await;
     assert!(deleted.is_err(), "the server died at the fault point");
-    let mut exited = false;
-    for _ in 0..400 {
-        exited = server.has_exited();
-        if exited {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(exited, "the fault point aborts the server");
+    server.wait_exited().await;
     assert!(
         server.file_path(&id).exists(),
         "the bytes were still there when the server died"

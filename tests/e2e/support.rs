@@ -409,6 +409,15 @@ impl TestServer {
         }
     }
 
+    /// Waits until the server process has exited by itself (a fault point aborted it).
+    pub async fn wait_exited(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.has_exited() {
+            assert!(Instant::now() < deadline, "the server did not exit");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// The server's process id, for signals.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
