@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::error::ApiError;
 
@@ -48,10 +48,11 @@ impl CreateRate {
             *tokens -= 1.0;
             return Ok(());
         }
-        let wait = Duration::from_secs_f64((1.0 - *tokens) / rate);
-        // Rounded up: a client that waits exactly this long finds a token.
+        // Rounded up: a client that waits exactly this long finds a token. In f64 (saturating
+        // on the cast), so a very slow rate cannot overflow a Duration.
+        let wait = (1.0 - *tokens) / rate;
         Err(ApiError::RateLimited {
-            retry_after: (wait.as_secs_f64().ceil() as u64).max(1),
+            retry_after: (wait.ceil() as u64).max(1),
         })
     }
 }
@@ -96,6 +97,17 @@ mod tests {
             "addresses are counted apart"
         );
         assert!(CreateRate::new(None, 1).check(Some(one)).is_ok());
+    }
+
+    #[test]
+    fn a_very_slow_rate_answers_instead_of_panicking() {
+        let limit = CreateRate::new(parse_rate("1e-30/h").unwrap(), 1);
+        let one: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(limit.check(Some(one)).is_ok());
+        match limit.check(Some(one)) {
+            Err(ApiError::RateLimited { retry_after }) => assert_eq!(retry_after, u64::MAX),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

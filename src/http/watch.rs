@@ -65,14 +65,14 @@ impl WatcherSlots {
                 limit: self.max_total,
             });
         }
-        let count = open.1.entry(key.to_owned()).or_default();
-        if *count >= self.max_per_upload {
+        // Checked before an entry exists, so a refused id leaves nothing behind.
+        if open.1.get(key).copied().unwrap_or(0) >= self.max_per_upload {
             return Err(ApiError::TooManyWatchers {
                 per_upload: true,
                 limit: self.max_per_upload,
             });
         }
-        *count += 1;
+        *open.1.entry(key.to_owned()).or_default() += 1;
         open.0 += 1;
         Ok(Slot {
             slots: self.clone(),
@@ -372,5 +372,27 @@ impl SseState {
         self.done = status.is_final();
         let data = serde_json::to_string(&status).unwrap_or_default();
         Bytes::from(format!("event: progress\ndata: {data}\n\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_watcher_leaves_no_entry_behind() {
+        let slots = WatcherSlots::new(10, 0);
+        for n in 0..100 {
+            assert!(slots.take(&format!("upload-{n}")).is_err());
+        }
+        assert!(slots.lock().1.is_empty(), "refused ids are not kept");
+        let slots = WatcherSlots::new(10, 1);
+        let held = slots.take("a").expect("a place");
+        assert!(slots.take("a").is_err());
+        drop(held);
+        assert!(
+            slots.lock().1.is_empty(),
+            "the entry goes with its last watcher"
+        );
     }
 }
