@@ -71,12 +71,19 @@ impl Engine {
     /// Deletes the bytes that removals cut short left behind; returns how many uploads.
     pub async fn purge_removed(&self) -> Result<usize> {
         let mut purged = 0;
-        for upload in self.meta.removed_with_bytes(SWEEP_BATCH).await? {
-            if self.remove_bytes(&upload).await {
-                purged += 1;
+        loop {
+            let batch = self.meta.removed_with_bytes(SWEEP_BATCH).await?;
+            let mut done = 0;
+            for upload in &batch {
+                if self.remove_bytes(upload).await {
+                    done += 1;
+                }
+            }
+            purged += done;
+            if !more_to_sweep(batch.len(), done) {
+                return Ok(purged);
             }
         }
-        Ok(purged)
     }
 
     /// Removes one upload if it is still expired and nobody is appending. True if removed.
@@ -97,11 +104,25 @@ impl Engine {
     /// Removes every upload whose expiry has passed; returns how many.
     pub async fn expire_due(&self) -> Result<usize> {
         let mut removed = 0;
-        for id in self.meta.expired(SystemTime::now(), SWEEP_BATCH).await? {
-            if self.expire_one(id).await? {
-                removed += 1;
+        loop {
+            let batch = self.meta.expired(SystemTime::now(), SWEEP_BATCH).await?;
+            let mut done = 0;
+            for id in &batch {
+                if self.expire_one(*id).await? {
+                    done += 1;
+                }
+            }
+            removed += done;
+            if !more_to_sweep(batch.len(), done) {
+                return Ok(removed);
             }
         }
-        Ok(removed)
     }
+}
+
+/// Whether a sweep goes on at once: its batch was full (more may wait) and it got somewhere
+/// (a batch of uploads it must skip, being appended to, would only come back). A sweep that
+/// took one batch per minute fell behind a client creating 20 uploads a second.
+fn more_to_sweep(fetched: usize, done: usize) -> bool {
+    fetched >= SWEEP_BATCH as usize && done > 0
 }
