@@ -55,6 +55,11 @@ impl StoreError {
         self.unavailable
     }
 
+    /// The bytes are not there (removed meanwhile, say).
+    pub fn is_not_found(&self) -> bool {
+        self.source.kind() == io::ErrorKind::NotFound
+    }
+
     /// True when the store is full or over quota, which a client may retry later.
     pub fn is_out_of_space(&self) -> bool {
         matches!(

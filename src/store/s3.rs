@@ -77,6 +77,9 @@ fn failed(action: &'static str, key: &Path) -> impl FnOnce(object_store::Error) 
         object_store::Error::Generic { .. } => {
             StoreError::unavailable(action, key, io::Error::other(e))
         }
+        e @ object_store::Error::NotFound { .. } => {
+            StoreError::new(action, key, io::Error::new(io::ErrorKind::NotFound, e))
+        }
         e => StoreError::new(action, key, io::Error::other(e)),
     }
 }

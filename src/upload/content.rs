@@ -35,7 +35,12 @@ impl Engine {
                 received: upload.received,
             });
         }
-        let source = self.store.open_read(&id.to_string()).await?;
+        let source = match self.store.open_read(&id.to_string()).await {
+            Ok(source) => source,
+            // Deleted between the record's read and the open: what a later request would say.
+            Err(e) if e.is_not_found() => return Err(UploadError::Gone("deleted or expired")),
+            Err(e) => return Err(e.into()),
+        };
         Ok(Content {
             status: Status::of(&upload),
             source,
