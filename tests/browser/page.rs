@@ -18,168 +18,176 @@ fn file_of(
 
 const MIB: usize = 1 << 20;
 
-#[tokio::test]
-async fn a_64_mib_file_uploads_from_the_page_byte_for_byte() {
-    let server = TestServer::start();
-    let files = tempfile::tempdir().unwrap();
-    let (path, bytes) = file_of(&files, "big file.bin", 64 * MIB, 41);
-    let browser = Browser::start().await;
-    browser.open(&server.url("/")).await;
-    browser.choose(&[&path]).await;
-    let (id, _, received) = browser
-        .wait_row(Duration::from_secs(120), "complete", |(_, state, _)| {
-            state == "complete"
-        })
-        .await;
-    assert_eq!(received, bytes.len() as u64);
-    let status = status(&server, &id).await;
-    assert_eq!(status["name"], "big file.bin");
-    assert_eq!(status["sha256"], sha_hex(&bytes));
-    assert_eq!(content(&server, &id).await, bytes);
-    let shown = browser
-        .js("return document.querySelector('.upload-sha').textContent")
-        .await;
-    assert_eq!(shown.as_str(), Some(sha_hex(&bytes).as_str()));
-    let link = browser
-        .js("return document.querySelector('.upload-link').getAttribute('href')")
-        .await;
-    assert_eq!(
-        link.as_str(),
-        Some(format!("/uploads/{id}/content").as_str())
-    );
-    let shot = browser.screenshot("page-complete").await;
-    println!("screenshot: {}", shot.display());
-    browser.close().await;
+on_each_store! {
+    #[tokio::test]
+    async fn a_64_mib_file_uploads_from_the_page_byte_for_byte(store: Store) {
+        let server = TestServer::start_on(store);
+        let files = tempfile::tempdir().unwrap();
+        let (path, bytes) = file_of(&files, "big file.bin", 64 * MIB, 41);
+        let browser = Browser::start().await;
+        browser.open(&server.url("/")).await;
+        browser.choose(&[&path]).await;
+        let (id, _, received) = browser
+            .wait_row(Duration::from_secs(120), "complete", |(_, state, _)| {
+                state == "complete"
+            })
+            .await;
+        assert_eq!(received, bytes.len() as u64);
+        let status = status(&server, &id).await;
+        assert_eq!(status["name"], "big file.bin");
+        assert_eq!(status["sha256"], sha_hex(&bytes));
+        assert_eq!(content(&server, &id).await, bytes);
+        let shown = browser
+            .js("return document.querySelector('.upload-sha').textContent")
+            .await;
+        assert_eq!(shown.as_str(), Some(sha_hex(&bytes).as_str()));
+        let link = browser
+            .js("return document.querySelector('.upload-link').getAttribute('href')")
+            .await;
+        assert_eq!(
+            link.as_str(),
+            Some(format!("/uploads/{id}/content").as_str())
+        );
+        let shot = browser.screenshot("page-complete").await;
+        println!("screenshot: {}", shot.display());
+        browser.close().await;
+    }
 }
 
-#[tokio::test]
-async fn pause_stops_the_server_offset_and_resume_finishes() {
-    let server = TestServer::start();
-    let files = tempfile::tempdir().unwrap();
-    let (path, bytes) = file_of(&files, "pause.bin", 24 * MIB, 42);
-    let browser = Browser::start().await;
-    browser.open(&server.url("/")).await;
-    browser.throttle_upload(Some(4 * MIB as u64)).await;
-    browser.choose(&[&path]).await;
-    browser
-        .wait_row(
-            Duration::from_secs(30),
-            "some progress",
-            |(_, state, received)| state == "uploading" && *received > 0,
-        )
-        .await;
-    browser.click("[data-action=pause]").await;
-    let (id, state, _) = browser.rows().await.remove(0);
-    assert_eq!(state, "paused");
-    // Bytes already in flight may still land (the aborted append commits them); then the
-    // offset must stand still.
-    wait_appends_in_flight(&server, 0).await;
-    let settled = received(&server, &id).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        received(&server, &id).await,
-        settled,
-        "the offset moved while paused"
-    );
-    assert!(settled < bytes.len() as u64);
-    let (_, _, shown) = browser.rows().await.remove(0);
-    assert!(
-        shown <= settled,
-        "data-received {shown} exceeds the server's {settled}"
-    );
-    browser.throttle_upload(None).await;
-    browser.click("[data-action=resume]").await;
-    browser
-        .wait_row(Duration::from_secs(60), "complete", |(_, state, _)| {
-            state == "complete"
-        })
-        .await;
-    assert_eq!(content(&server, &id).await, bytes);
-    browser.close().await;
+on_each_store! {
+    #[tokio::test]
+    async fn pause_stops_the_server_offset_and_resume_finishes(store: Store) {
+        let server = TestServer::start_on(store);
+        let files = tempfile::tempdir().unwrap();
+        let (path, bytes) = file_of(&files, "pause.bin", 24 * MIB, 42);
+        let browser = Browser::start().await;
+        browser.open(&server.url("/")).await;
+        browser.throttle_upload(Some(4 * MIB as u64)).await;
+        browser.choose(&[&path]).await;
+        browser
+            .wait_row(
+                Duration::from_secs(30),
+                "some progress",
+                |(_, state, received)| state == "uploading" && *received > 0,
+            )
+            .await;
+        browser.click("[data-action=pause]").await;
+        let (id, state, _) = browser.rows().await.remove(0);
+        assert_eq!(state, "paused");
+        // Bytes already in flight may still land (the aborted append commits them); then the
+        // offset must stand still.
+        wait_appends_in_flight(&server, 0).await;
+        let settled = received(&server, &id).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            received(&server, &id).await,
+            settled,
+            "the offset moved while paused"
+        );
+        assert!(settled < bytes.len() as u64);
+        let (_, _, shown) = browser.rows().await.remove(0);
+        assert!(
+            shown <= settled,
+            "data-received {shown} exceeds the server's {settled}"
+        );
+        browser.throttle_upload(None).await;
+        browser.click("[data-action=resume]").await;
+        browser
+            .wait_row(Duration::from_secs(60), "complete", |(_, state, _)| {
+                state == "complete"
+            })
+            .await;
+        assert_eq!(content(&server, &id).await, bytes);
+        browser.close().await;
+    }
 }
 
-#[tokio::test]
-async fn the_upload_survives_a_server_restart_without_starting_over() {
-    let mut server = TestServer::start_on_fixed_port(&[]);
-    let files = tempfile::tempdir().unwrap();
-    let (path, bytes) = file_of(&files, "restart.bin", 32 * MIB, 43);
-    let browser = Browser::start().await;
-    browser.open(&server.url("/")).await;
-    browser.throttle_upload(Some(6 * MIB as u64)).await;
-    browser.choose(&[&path]).await;
-    let (id, _, _) = browser
-        .wait_row(
-            Duration::from_secs(30),
-            "a few MiB stored",
-            |(_, state, received)| state == "uploading" && *received >= 4 * MIB as u64,
-        )
-        .await;
-    server.kill9();
-    browser
-        .wait_row(Duration::from_secs(30), "retrying", |(_, state, _)| {
-            state == "retrying"
-        })
-        .await;
-    server.restart();
-    let kept = received(&server, &id).await;
-    assert!(kept > 0, "the stored bytes survived the kill");
-    browser.throttle_upload(None).await;
-    let (after, _, received) = browser
-        .wait_row(Duration::from_secs(90), "complete", |(_, state, _)| {
-            state == "complete"
-        })
-        .await;
-    assert_eq!(after, id, "the same upload carried on");
-    assert_eq!(received, bytes.len() as u64);
-    let sent_after_restart = bytes.len() as u64 - kept;
-    assert!(sent_after_restart < bytes.len() as u64, "it started over");
-    assert_eq!(content(&server, &id).await, bytes);
-    browser.close().await;
+on_each_store! {
+    #[tokio::test]
+    async fn the_upload_survives_a_server_restart_without_starting_over(store: Store) {
+        let mut server = TestServer::start_on_fixed_port(store, &[]);
+        let files = tempfile::tempdir().unwrap();
+        let (path, bytes) = file_of(&files, "restart.bin", 32 * MIB, 43);
+        let browser = Browser::start().await;
+        browser.open(&server.url("/")).await;
+        browser.throttle_upload(Some(6 * MIB as u64)).await;
+        browser.choose(&[&path]).await;
+        let (id, _, _) = browser
+            .wait_row(
+                Duration::from_secs(30),
+                "a few MiB stored",
+                |(_, state, received)| state == "uploading" && *received >= 4 * MIB as u64,
+            )
+            .await;
+        server.kill9();
+        browser
+            .wait_row(Duration::from_secs(30), "retrying", |(_, state, _)| {
+                state == "retrying"
+            })
+            .await;
+        server.restart();
+        let kept = received(&server, &id).await;
+        assert!(kept > 0, "the stored bytes survived the kill");
+        browser.throttle_upload(None).await;
+        let (after, _, received) = browser
+            .wait_row(Duration::from_secs(90), "complete", |(_, state, _)| {
+                state == "complete"
+            })
+            .await;
+        assert_eq!(after, id, "the same upload carried on");
+        assert_eq!(received, bytes.len() as u64);
+        let sent_after_restart = bytes.len() as u64 - kept;
+        assert!(sent_after_restart < bytes.len() as u64, "it started over");
+        assert_eq!(content(&server, &id).await, bytes);
+        browser.close().await;
+    }
 }
 
-#[tokio::test]
-async fn choosing_the_same_file_after_a_reload_resumes_from_the_server_offset() {
-    let server = TestServer::start();
-    let files = tempfile::tempdir().unwrap();
-    let (path, bytes) = file_of(&files, "reload.bin", 24 * MIB, 44);
-    let browser = Browser::start().await;
-    browser.open(&server.url("/")).await;
-    browser.throttle_upload(Some(4 * MIB as u64)).await;
-    browser.choose(&[&path]).await;
-    let (id, _, _) = browser
-        .wait_row(
-            Duration::from_secs(30),
-            "a few MiB stored",
-            |(_, _, received)| *received >= 4 * MIB as u64,
-        )
-        .await;
-    browser.client.refresh().await.expect("reload");
-    // The reload aborted the append; the server commits what arrived.
-    wait_appends_in_flight(&server, 0).await;
-    let before = received(&server, &id).await;
-    assert!(before > 0);
-    assert!(
-        browser.rows().await.is_empty(),
-        "a reloaded page forgets the file"
-    );
-    let hint = browser
-        .js("return document.getElementById('resume-hint').hidden")
-        .await;
-    assert_eq!(
-        hint.as_bool(),
-        Some(false),
-        "the page says uploads are waiting"
-    );
-    browser.throttle_upload(None).await;
-    browser.choose(&[&path]).await;
-    let (again, _, _) = browser
-        .wait_row(Duration::from_secs(60), "complete", |(_, state, _)| {
-            state == "complete"
-        })
-        .await;
-    assert_eq!(again, id, "the same upload resumed instead of a new one");
-    assert_eq!(content(&server, &id).await, bytes);
-    browser.close().await;
+on_each_store! {
+    #[tokio::test]
+    async fn choosing_the_same_file_after_a_reload_resumes_from_the_server_offset(store: Store) {
+        let server = TestServer::start_on(store);
+        let files = tempfile::tempdir().unwrap();
+        let (path, bytes) = file_of(&files, "reload.bin", 24 * MIB, 44);
+        let browser = Browser::start().await;
+        browser.open(&server.url("/")).await;
+        browser.throttle_upload(Some(4 * MIB as u64)).await;
+        browser.choose(&[&path]).await;
+        let (id, _, _) = browser
+            .wait_row(
+                Duration::from_secs(30),
+                "a few MiB stored",
+                |(_, _, received)| *received >= 4 * MIB as u64,
+            )
+            .await;
+        browser.client.refresh().await.expect("reload");
+        // The reload aborted the append; the server commits what arrived.
+        wait_appends_in_flight(&server, 0).await;
+        let before = received(&server, &id).await;
+        assert!(before > 0);
+        assert!(
+            browser.rows().await.is_empty(),
+            "a reloaded page forgets the file"
+        );
+        let hint = browser
+            .js("return document.getElementById('resume-hint').hidden")
+            .await;
+        assert_eq!(
+            hint.as_bool(),
+            Some(false),
+            "the page says uploads are waiting"
+        );
+        browser.throttle_upload(None).await;
+        browser.choose(&[&path]).await;
+        let (again, _, _) = browser
+            .wait_row(Duration::from_secs(60), "complete", |(_, state, _)| {
+                state == "complete"
+            })
+            .await;
+        assert_eq!(again, id, "the same upload resumed instead of a new one");
+        assert_eq!(content(&server, &id).await, bytes);
+        browser.close().await;
+    }
 }
 
 #[tokio::test]

@@ -9,7 +9,13 @@ use std::time::Duration;
 
 use crate::support::*;
 
-const KILLS: usize = 50;
+/// Kills per run: each S3 restart also meets the bucket, so fewer there.
+fn kills(store: Store) -> usize {
+    match store {
+        Store::Local => 50,
+        Store::S3 => 20,
+    }
+}
 const SIZE: usize = 128 << 20;
 
 struct Progress {
@@ -61,72 +67,78 @@ fn stream_appends(
     let _ = conn.read(&mut [0u8; 1]);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn fifty_kills_mid_append_never_lose_confirmed_bytes_nor_invent_unsent_ones() {
-    let mut server = TestServer::start();
-    let bytes = Arc::new(data(SIZE, 99));
-    let id = create(&server, "crash.bin", SIZE as u64).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut rng = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move |bound: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % bound
-    };
-    let progress = Arc::new(Progress {
-        sent: AtomicU64::new(0),
-        confirmed: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
-    });
-    let mut offset = 0u64;
-    let mut mid_body = 0;
-    for kill in 0..KILLS {
-        progress.stop.store(false, Ordering::SeqCst);
-        // 64 KiB every 2–6 ms: a round sends about a MiB, so 50 rounds stay inside the file.
-        let pace = Duration::from_micros(2000 + next(4000));
-        let client = {
-            let (port, id, bytes, progress) =
-                (server.port, id.clone(), bytes.clone(), progress.clone());
-            std::thread::spawn(move || stream_appends(port, id, bytes, offset, pace, progress))
+on_each_store! {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn kills_mid_append_never_lose_confirmed_bytes_nor_invent_unsent_ones(store: Store) {
+        let mut server = TestServer::start_on(store);
+        let bytes = Arc::new(data(SIZE, 99));
+        let id = create(&server, "crash.bin", SIZE as u64).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |bound: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % bound
         };
-        tokio::time::sleep(Duration::from_millis(5 + next(150))).await;
-        if !client.is_finished() {
-            mid_body += 1;
+        let progress = Arc::new(Progress {
+            sent: AtomicU64::new(0),
+            confirmed: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let mut offset = 0u64;
+        let mut mid_body = 0;
+        let kills = kills(store);
+        for kill in 0..kills {
+            progress.stop.store(false, Ordering::SeqCst);
+            // 64 KiB every 2–6 ms: a round sends about a MiB, so 50 rounds stay inside the file.
+            let pace = Duration::from_micros(2000 + next(4000));
+            let client = {
+                let (port, id, bytes, progress) =
+                    (server.port, id.clone(), bytes.clone(), progress.clone());
+                std::thread::spawn(move || stream_appends(port, id, bytes, offset, pace, progress))
+            };
+            tokio::time::sleep(Duration::from_millis(5 + next(150))).await;
+            if !client.is_finished() {
+                mid_body += 1;
+            }
+            server.kill9();
+            progress.stop.store(true, Ordering::SeqCst);
+            let _ = client.join();
+            server.restart();
+            let head = client_head(&server, &id).await;
+            let (sent, confirmed) = (
+                progress.sent.load(Ordering::SeqCst),
+                progress.confirmed.load(Ordering::SeqCst),
+            );
+            assert!(head <= sent, "kill {kill}: received {head} > sent {sent}");
+            assert!(
+                head >= confirmed,
+                "kill {kill}: received {head} < confirmed {confirmed}"
+            );
+            // On S3 the bytes are parts and a tail, with no one length to compare; a tail or part
+            // missing for a committed `received` fails the final append's sha256 instead.
+            if let Some(on_disk) = server.local_file_len(&id) {
+                assert_eq!(
+                    on_disk, head,
+                    "kill {kill}: file and received disagree after restart"
+                );
+            }
+            offset = head;
+            progress.sent.store(head, Ordering::SeqCst);
         }
-        server.kill9();
-        progress.stop.store(true, Ordering::SeqCst);
-        let _ = client.join();
-        server.restart();
-        let head = client_head(&server, &id).await;
-        let (sent, confirmed) = (
-            progress.sent.load(Ordering::SeqCst),
-            progress.confirmed.load(Ordering::SeqCst),
-        );
-        assert!(head <= sent, "kill {kill}: received {head} > sent {sent}");
         assert!(
-            head >= confirmed,
-            "kill {kill}: received {head} < confirmed {confirmed}"
+            mid_body >= kills / 4,
+            "only {mid_body} kills landed mid-body"
         );
-        let on_disk = std::fs::metadata(server.file_path(&id)).unwrap().len();
-        assert_eq!(
-            on_disk, head,
-            "kill {kill}: file and received disagree after restart"
-        );
-        offset = head;
-        progress.sent.store(head, Ordering::SeqCst);
+        let response = patch(&server, &id, offset, bytes[offset as usize..].to_vec()).await;
+        assert_eq!(response.status(), 200);
+        let status: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(status["sha256"], sha_hex(&bytes));
+        println!("{kills} kills survived, {mid_body} of them mid-body; final offset before the last append {offset}");
     }
-    assert!(
-        mid_body >= KILLS / 4,
-        "only {mid_body} kills landed mid-body"
-    );
-    let response = patch(&server, &id, offset, bytes[offset as usize..].to_vec()).await;
-    assert_eq!(response.status(), 200);
-    let status: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(status["sha256"], sha_hex(&bytes));
-    println!("{KILLS} kills survived, {mid_body} of them mid-body; final offset before the last append {offset}");
 }
 
 async fn client_head(server: &TestServer, id: &str) -> u64 {

@@ -36,7 +36,7 @@ pub struct Garage {
 }
 
 /// What `GetBucketInfo` counts in the bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BucketCounts {
     /// Live (complete, not deleted) objects.
     pub objects: u64,

@@ -13,6 +13,43 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
+use crate::garage::{BucketCounts, Garage};
+
+/// Where a test server keeps its bytes: the local data directory (the default) or a private
+/// Garage's bucket (`--storage s3://…`). `on_each_store!` runs a test on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Local,
+    S3,
+}
+
+/// The key prefix in the bucket of a server on `Store::S3`.
+pub const S3_PREFIX: &str = "incoming";
+
+/// Runs an `async fn name(store: Store)` test once on each store, as `name::local` and
+/// `name::s3`; the attributes (`#[tokio::test]`, …) go on both.
+macro_rules! on_each_store {
+    ($(#[$attr:meta])* async fn $name:ident($store:ident: Store) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $(#[$attr])*
+            async fn local() {
+                let $store = $crate::support::Store::Local;
+                $body
+            }
+
+            $(#[$attr])*
+            async fn s3() {
+                let $store = $crate::support::Store::S3;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on_each_store;
+
 pub struct TestServer {
     child: Option<Child>,
     pub port: u16,
@@ -23,6 +60,8 @@ pub struct TestServer {
     envs: Vec<(String, String)>,
     /// Started under `prlimit --nofile=N:N`.
     nofile: Option<u64>,
+    /// The store of a server on `Store::S3`; it outlives the server's restarts.
+    garage: Option<Garage>,
 }
 
 impl TestServer {
@@ -31,32 +70,51 @@ impl TestServer {
     }
 
     pub fn start_with(args: &[&str], envs: &[(&str, &str)]) -> TestServer {
-        TestServer::start_at("127.0.0.1:0", args, envs)
+        TestServer::start_at(Store::Local, "127.0.0.1:0", args, envs)
+    }
+
+    pub fn start_on(store: Store) -> TestServer {
+        TestServer::start_on_with(store, &[], &[])
+    }
+
+    /// On `store`; on `Store::S3` a private Garage is started first, and the server keeps its
+    /// bytes in its bucket in 5M parts (the smallest S3 allows, so that a few MiB make parts).
+    pub fn start_on_with(store: Store, args: &[&str], envs: &[(&str, &str)]) -> TestServer {
+        TestServer::start_at(store, "127.0.0.1:0", args, envs)
     }
 
     /// On a port of its own that stays the same across restarts (for a browser's origin).
-    pub fn start_on_fixed_port(args: &[&str]) -> TestServer {
+    pub fn start_on_fixed_port(store: Store, args: &[&str]) -> TestServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        TestServer::start_at(&format!("127.0.0.1:{port}"), args, &[])
+        TestServer::start_at(store, &format!("127.0.0.1:{port}"), args, &[])
     }
 
-    fn start_at(bind: &str, args: &[&str], envs: &[(&str, &str)]) -> TestServer {
+    fn start_at(store: Store, bind: &str, args: &[&str], envs: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let garage = (store == Store::S3).then(Garage::start);
+        if let Some(garage) = &garage {
+            args.extend(garage.server_args(S3_PREFIX));
+            args.extend(["--s3-part-size".to_owned(), "5M".to_owned()]);
+            envs.extend(garage.server_envs());
+        }
         let mut server = TestServer {
             child: None,
             port: 0,
             base: String::new(),
             dir,
             bind: bind.to_owned(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            envs: envs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            args,
+            envs,
             nofile: None,
+            garage,
         };
         server.spawn();
         server
@@ -173,6 +231,45 @@ impl TestServer {
 
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    pub fn store(&self) -> Store {
+        match self.garage {
+            Some(_) => Store::S3,
+            None => Store::Local,
+        }
+    }
+
+    /// The Garage of a server on `Store::S3`.
+    pub fn garage(&self) -> &Garage {
+        self.garage.as_ref().expect("a server on Store::S3")
+    }
+
+    pub fn garage_mut(&mut self) -> &mut Garage {
+        self.garage.as_mut().expect("a server on Store::S3")
+    }
+
+    /// The length of upload `id`'s file, on `Store::Local` (the bucket's parts and tails have
+    /// no one length to compare).
+    pub fn local_file_len(&self, id: &str) -> Option<u64> {
+        match self.garage {
+            None => Some(
+                std::fs::metadata(self.file_path(id))
+                    .expect("the upload's file")
+                    .len(),
+            ),
+            Some(_) => None,
+        }
+    }
+
+    /// Whether the store still holds anything of upload `id`: its file in the data directory,
+    /// or its object, tail or multipart upload in the bucket (the bucket is the test's own, so
+    /// on S3 this is about every upload the test made).
+    pub fn holds_bytes_of(&self, id: &str) -> bool {
+        match &self.garage {
+            None => self.file_path(id).exists(),
+            Some(garage) => garage.counts() != BucketCounts::default(),
+        }
     }
 }
 
@@ -490,6 +587,7 @@ impl TestServer {
             args: args.iter().map(|a| a.to_string()).collect(),
             envs: Vec::new(),
             nofile: Some(limit),
+            garage: None,
         };
         server.spawn();
         server

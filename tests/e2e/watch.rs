@@ -76,28 +76,30 @@ async fn upload_in_pieces(
     }
 }
 
-#[tokio::test]
-async fn long_poll_answers_at_once_when_received_differs_or_is_absent() {
-    let server = TestServer::start();
-    let id = id_of(&create(&server, "f.bin", 100).await);
-    assert_eq!(patch(&server, &id, 0, vec![1; 10]).await.status(), 200);
-    for query in ["?received=0&timeout=30", "", "?timeout=30"] {
-        let started = Instant::now();
-        let response = client()
-            .get(server.url(&format!("/uploads/{id}/poll{query}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "{query} took {:?}",
-            started.elapsed()
-        );
-        assert_eq!(
-            response.json::<serde_json::Value>().await.unwrap()["received"],
-            10
-        );
+on_each_store! {
+    #[tokio::test]
+    async fn long_poll_answers_at_once_when_received_differs_or_is_absent(store: Store) {
+        let server = TestServer::start_on(store);
+        let id = id_of(&create(&server, "f.bin", 100).await);
+        assert_eq!(patch(&server, &id, 0, vec![1; 10]).await.status(), 200);
+        for query in ["?received=0&timeout=30", "", "?timeout=30"] {
+            let started = Instant::now();
+            let response = client()
+                .get(server.url(&format!("/uploads/{id}/poll{query}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{query} took {:?}",
+                started.elapsed()
+            );
+            assert_eq!(
+                response.json::<serde_json::Value>().await.unwrap()["received"],
+                10
+            );
+        }
     }
 }
 
@@ -138,119 +140,127 @@ async fn long_poll_holds_until_the_timeout_when_nothing_happens() {
     }
 }
 
-#[tokio::test]
-async fn long_poll_returns_right_after_an_append() {
-    let server = TestServer::start();
-    let id = id_of(&create(&server, "f.bin", 100).await);
-    let poll = {
-        let url = server.url(&format!("/uploads/{id}/poll?received=0&timeout=30"));
-        tokio::spawn(async move {
-            let response = client().get(url).send().await.unwrap();
-            (
-                Instant::now(),
-                response.json::<serde_json::Value>().await.unwrap(),
-            )
-        })
-    };
-    wait_watchers(&server, "poll", 1).await;
-    assert!(
-        !poll.is_finished(),
-        "the poll answered before anything changed"
-    );
-    assert_eq!(patch(&server, &id, 0, vec![1; 40]).await.status(), 200);
-    let appended = Instant::now();
-    let (answered, status) = poll.await.unwrap();
-    assert_eq!(status["received"], 40);
-    assert!(answered.saturating_duration_since(appended) < Duration::from_millis(500));
+on_each_store! {
+    #[tokio::test]
+    async fn long_poll_returns_right_after_an_append(store: Store) {
+        let server = TestServer::start_on(store);
+        let id = id_of(&create(&server, "f.bin", 100).await);
+        let poll = {
+            let url = server.url(&format!("/uploads/{id}/poll?received=0&timeout=30"));
+            tokio::spawn(async move {
+                let response = client().get(url).send().await.unwrap();
+                (
+                    Instant::now(),
+                    response.json::<serde_json::Value>().await.unwrap(),
+                )
+            })
+        };
+        wait_watchers(&server, "poll", 1).await;
+        assert!(
+            !poll.is_finished(),
+            "the poll answered before anything changed"
+        );
+        assert_eq!(patch(&server, &id, 0, vec![1; 40]).await.status(), 200);
+        let appended = Instant::now();
+        let (answered, status) = poll.await.unwrap();
+        assert_eq!(status["received"], 40);
+        assert!(answered.saturating_duration_since(appended) < Duration::from_millis(500));
+    }
 }
 
-#[tokio::test]
-async fn server_sent_events_follow_the_upload_and_end_with_complete() {
-    let server = TestServer::start();
-    let bytes = data(400_000, 21);
-    let id = id_of(&create(&server, "f.bin", bytes.len() as u64).await);
-    let response = client()
-        .get(server.url(&format!("/uploads/{id}/events")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let reader = tokio::spawn(async move {
-        let mut text = String::new();
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        }
-        text
-    });
-    upload_in_pieces(&server, &id, &bytes, 50_000, Duration::from_millis(60)).await;
-    let text = tokio::time::timeout(Duration::from_secs(10), reader)
-        .await
-        .expect("the stream ends after the final state")
-        .unwrap();
-    let events: Vec<serde_json::Value> = text
-        .split("\n\n")
-        .filter(|block| block.starts_with("event: progress"))
-        .map(|block| {
-            json(
-                block
-                    .lines()
-                    .find_map(|l| l.strip_prefix("data: "))
-                    .unwrap(),
-            )
-        })
-        .collect();
-    assert!(events.len() >= 3, "{text}");
-    assert_eq!(events[0]["received"], 0);
-    assert_monotone(&events);
-    let last = events.last().unwrap();
-    assert_eq!(last["state"], "complete");
-    assert_eq!(last["sha256"], sha_hex(&bytes));
+on_each_store! {
+    #[tokio::test]
+    async fn server_sent_events_follow_the_upload_and_end_with_complete(store: Store) {
+        let server = TestServer::start_on(store);
+        let bytes = data(400_000, 21);
+        let id = id_of(&create(&server, "f.bin", bytes.len() as u64).await);
+        let response = client()
+            .get(server.url(&format!("/uploads/{id}/events")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let reader = tokio::spawn(async move {
+            let mut text = String::new();
+            let mut stream = response.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            }
+            text
+        });
+        upload_in_pieces(&server, &id, &bytes, 50_000, Duration::from_millis(60)).await;
+        let text = tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("the stream ends after the final state")
+            .unwrap();
+        let events: Vec<serde_json::Value> = text
+            .split("\n\n")
+            .filter(|block| block.starts_with("event: progress"))
+            .map(|block| {
+                json(
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix("data: "))
+                        .unwrap(),
+                )
+            })
+            .collect();
+        assert!(events.len() >= 3, "{text}");
+        assert_eq!(events[0]["received"], 0);
+        assert_monotone(&events);
+        let last = events.last().unwrap();
+        assert_eq!(last["state"], "complete");
+        assert_eq!(last["sha256"], sha_hex(&bytes));
+    }
 }
 
-#[tokio::test]
-async fn websocket_sends_the_status_at_once_then_changes_then_closes_1000() {
-    let server = TestServer::start();
-    let bytes = data(300_000, 22);
-    let id = id_of(&create(&server, "f.bin", bytes.len() as u64).await);
-    let mut ws = websocket(&server, &id, None).await.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(2), ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let first = json(first.to_text().unwrap());
-    assert_eq!(first["id"], id.as_str());
-    assert_eq!(first["received"], 0);
-    upload_in_pieces(&server, &id, &bytes, 30_000, Duration::from_millis(120)).await;
-    let (statuses, code) = drain(&mut ws).await;
-    assert!(statuses.len() >= 3, "{statuses:?}");
-    assert_monotone(&statuses);
-    assert_eq!(statuses.last().unwrap()["state"], "complete");
-    assert_eq!(code, Some(CloseCode::Normal));
+on_each_store! {
+    #[tokio::test]
+    async fn websocket_sends_the_status_at_once_then_changes_then_closes_1000(store: Store) {
+        let server = TestServer::start_on(store);
+        let bytes = data(300_000, 22);
+        let id = id_of(&create(&server, "f.bin", bytes.len() as u64).await);
+        let mut ws = websocket(&server, &id, None).await.unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(2), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let first = json(first.to_text().unwrap());
+        assert_eq!(first["id"], id.as_str());
+        assert_eq!(first["received"], 0);
+        upload_in_pieces(&server, &id, &bytes, 30_000, Duration::from_millis(120)).await;
+        let (statuses, code) = drain(&mut ws).await;
+        assert!(statuses.len() >= 3, "{statuses:?}");
+        assert_monotone(&statuses);
+        assert_eq!(statuses.last().unwrap()["state"], "complete");
+        assert_eq!(code, Some(CloseCode::Normal));
+    }
 }
 
-#[tokio::test]
-async fn a_watcher_that_stops_reading_gets_the_latest_state_not_a_backlog() {
-    let server = TestServer::start();
-    let bytes = data(200_000, 23);
-    let id = id_of(&create(&server, "f.bin", bytes.len() as u64).await);
-    let mut ws = websocket(&server, &id, None).await.unwrap();
-    // Not reading while 100 appends land as fast as they can.
-    upload_in_pieces(&server, &id, &bytes, 2_000, Duration::ZERO).await;
-    // Still not reading until the server has sent its last message and closed the socket.
-    wait_watchers(&server, "websocket", 0).await;
-    let (statuses, code) = drain(&mut ws).await;
-    assert!(
-        statuses.len() < 40,
-        "{} messages for 100 appends: a backlog",
-        statuses.len()
-    );
-    assert_monotone(&statuses);
-    assert_eq!(statuses.last().unwrap()["received"], 200_000);
-    assert_eq!(statuses.last().unwrap()["state"], "complete");
-    assert_eq!(code, Some(CloseCode::Normal));
+on_each_store! {
+    #[tokio::test]
+    async fn a_watcher_that_stops_reading_gets_the_latest_state_not_a_backlog(store: Store) {
+        let server = TestServer::start_on(store);
+        let bytes = data(200_000, 23);
+        let id = id_of(&create(&server, "f.bin", bytes.len() as u64).await);
+        let mut ws = websocket(&server, &id, None).await.unwrap();
+        // Not reading while 100 appends land as fast as they can.
+        upload_in_pieces(&server, &id, &bytes, 2_000, Duration::ZERO).await;
+        // Still not reading until the server has sent its last message and closed the socket.
+        wait_watchers(&server, "websocket", 0).await;
+        let (statuses, code) = drain(&mut ws).await;
+        assert!(
+            statuses.len() < 40,
+            "{} messages for 100 appends: a backlog",
+            statuses.len()
+        );
+        assert_monotone(&statuses);
+        assert_eq!(statuses.last().unwrap()["received"], 200_000);
+        assert_eq!(statuses.last().unwrap()["state"], "complete");
+        assert_eq!(code, Some(CloseCode::Normal));
+    }
 }
 
 #[tokio::test]
@@ -278,51 +288,53 @@ async fn a_foreign_origin_is_refused_before_the_upgrade() {
     }
 }
 
-#[tokio::test]
-async fn delete_ends_every_watcher_with_the_final_state() {
-    let server = TestServer::start();
-    let id = id_of(&create(&server, "f.bin", 100).await);
-    let mut ws = websocket(&server, &id, None).await.unwrap();
-    let sse = client()
-        .get(server.url(&format!("/uploads/{id}/events")))
-        .send()
-        .await
-        .unwrap();
-    let poll = {
-        let url = server.url(&format!("/uploads/{id}/poll?received=0&timeout=30"));
-        tokio::spawn(async move {
-            client()
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap()
-        })
-    };
-    wait_watchers(&server, "websocket", 1).await;
-    wait_watchers(&server, "sse", 1).await;
-    wait_watchers(&server, "poll", 1).await;
-    let response = client()
-        .delete(server.url(&format!("/uploads/{id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 204);
-    let (statuses, code) = drain(&mut ws).await;
-    assert_eq!(statuses.last().unwrap()["removed"], "deleted");
-    assert_eq!(code, Some(CloseCode::Normal));
-    let text = tokio::time::timeout(Duration::from_secs(5), sse.text())
-        .await
-        .expect("SSE ends")
-        .unwrap();
-    assert!(text.contains("\"removed\":\"deleted\""), "{text}");
-    let polled = tokio::time::timeout(Duration::from_secs(5), poll)
-        .await
-        .expect("poll answers")
-        .unwrap();
-    assert_eq!(polled["removed"], "deleted");
+on_each_store! {
+    #[tokio::test]
+    async fn delete_ends_every_watcher_with_the_final_state(store: Store) {
+        let server = TestServer::start_on(store);
+        let id = id_of(&create(&server, "f.bin", 100).await);
+        let mut ws = websocket(&server, &id, None).await.unwrap();
+        let sse = client()
+            .get(server.url(&format!("/uploads/{id}/events")))
+            .send()
+            .await
+            .unwrap();
+        let poll = {
+            let url = server.url(&format!("/uploads/{id}/poll?received=0&timeout=30"));
+            tokio::spawn(async move {
+                client()
+                    .get(url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap()
+            })
+        };
+        wait_watchers(&server, "websocket", 1).await;
+        wait_watchers(&server, "sse", 1).await;
+        wait_watchers(&server, "poll", 1).await;
+        let response = client()
+            .delete(server.url(&format!("/uploads/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+        let (statuses, code) = drain(&mut ws).await;
+        assert_eq!(statuses.last().unwrap()["removed"], "deleted");
+        assert_eq!(code, Some(CloseCode::Normal));
+        let text = tokio::time::timeout(Duration::from_secs(5), sse.text())
+            .await
+            .expect("SSE ends")
+            .unwrap();
+        assert!(text.contains("\"removed\":\"deleted\""), "{text}");
+        let polled = tokio::time::timeout(Duration::from_secs(5), poll)
+            .await
+            .expect("poll answers")
+            .unwrap();
+        assert_eq!(polled["removed"], "deleted");
+    }
 }
 
 #[tokio::test]

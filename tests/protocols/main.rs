@@ -1,6 +1,8 @@
 //! Other protocols on the same resource: tus 1.0.0 (with the real tus-js-client), the IETF
 //! draft, CORS for cross-origin browser clients, and the tutorial's protocol.
 
+#[path = "../e2e/garage.rs"]
+mod garage;
 #[path = "../e2e/support.rs"]
 mod support;
 

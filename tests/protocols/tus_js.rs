@@ -34,8 +34,8 @@ fn run_client(server: &TestServer, scenario: &str, file: &Path) -> serde_json::V
     )
 }
 
-async fn check(scenario: &str, seed: u64) -> serde_json::Value {
-    let server = TestServer::start();
+async fn check(store: Store, scenario: &str, seed: u64) -> serde_json::Value {
+    let server = TestServer::start_on(store);
     let dir = tempfile::tempdir().unwrap();
     let bytes = data(SIZE, seed);
     let path = dir.path().join("file.bin");
@@ -56,38 +56,48 @@ async fn check(scenario: &str, seed: u64) -> serde_json::Value {
     result
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tus_js_client_uploads_20_mib() {
-    check("basic", 71).await;
+on_each_store! {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn tus_js_client_uploads_20_mib(store: Store) {
+        check(store, "basic", 71).await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tus_js_client_resumes_from_the_server_offset_not_zero() {
-    let result = check("resume", 72).await;
-    assert_eq!(
-        result["url"], result["firstUrl"],
-        "the same upload was resumed"
-    );
-    let first_patch = result["patches"][0].as_u64().unwrap();
-    assert!(first_patch > 0, "it started over: {result}");
-    assert!(first_patch >= result["stoppedAt"].as_u64().unwrap() - 1024 * 1024);
+on_each_store! {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn tus_js_client_resumes_from_the_server_offset_not_zero(store: Store) {
+        let result = check(store, "resume", 72).await;
+        assert_eq!(
+            result["url"], result["firstUrl"],
+            "the same upload was resumed"
+        );
+        let first_patch = result["patches"][0].as_u64().unwrap();
+        assert!(first_patch > 0, "it started over: {result}");
+        assert!(first_patch >= result["stoppedAt"].as_u64().unwrap() - 1024 * 1024);
+    }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tus_js_client_creation_with_upload() {
-    let result = check("with-upload", 73).await;
-    assert!(
-        result["patches"][0].as_u64().unwrap() > 0,
-        "the first chunk went with the POST"
-    );
+on_each_store! {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn tus_js_client_creation_with_upload(store: Store) {
+        let result = check(store, "with-upload", 73).await;
+        assert!(
+            result["patches"][0].as_u64().unwrap() > 0,
+            "the first chunk went with the POST"
+        );
+    }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tus_js_client_deferred_length() {
-    check("deferred", 74).await;
+on_each_store! {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn tus_js_client_deferred_length(store: Store) {
+        check(store, "deferred", 74).await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tus_js_client_ietf_draft_05() {
-    check("ietf", 75).await;
+on_each_store! {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn tus_js_client_ietf_draft_05(store: Store) {
+        check(store, "ietf", 75).await;
+    }
 }
