@@ -352,7 +352,12 @@ impl Engine {
             self.meta.save_progress(upload).await?;
         }
         crate::fault::point("seal-before-complete");
-        self.seal(upload, hasher, now).await?;
+        let sealed = self.seal(upload, hasher, now).await;
+        if sealed.is_err() && upload.store_state.is_some() {
+            // All the bytes are committed: the sweep seals it once the store is back.
+            self.mark_due(upload).await;
+        }
+        sealed?;
         crate::fault::point("seal-after-complete");
         Ok(())
     }

@@ -113,7 +113,8 @@ impl Status {
             sha256: upload.sha256.clone(),
             created_at: upload.created_at,
             updated_at: upload.updated_at,
-            expires_at: upload.expires_at,
+            // All in, it only waits to be sealed: it does not expire.
+            expires_at: upload.expires_at.filter(|_| !upload.is_all_in()),
             removed: None,
             metadata: upload.metadata.clone(),
         }
@@ -149,8 +150,17 @@ pub struct Upload {
 
 impl Upload {
     /// Uploading and failed uploads expire; a complete one never does.
+    /// Still `uploading` though every byte of a known size is committed: it only waits to be
+    /// sealed (never to expire).
+    pub fn is_all_in(&self) -> bool {
+        self.state == State::Uploading && self.size == Some(self.received)
+    }
+
+    /// An upload whose bytes are all in never expires, whatever its `expires_at` says.
     pub fn is_expired(&self, now: SystemTime) -> bool {
-        self.state != State::Complete && self.expires_at.is_some_and(|at| at <= now)
+        self.state != State::Complete
+            && !self.is_all_in()
+            && self.expires_at.is_some_and(|at| at <= now)
     }
 }
 

@@ -7,7 +7,7 @@ use tracing::warn;
 use std::time::SystemTime;
 
 use super::append::restore_hasher;
-use super::{checksum, Engine, Result, Upload, UploadError};
+use super::{checksum, Engine, Result, Status, Upload, UploadError};
 
 impl Engine {
     /// Reconciles every unfinished upload; returns how many needed repair.
@@ -16,13 +16,16 @@ impl Engine {
         for upload in self.meta.unfinished().await? {
             let before = (upload.received, upload.hash_state.clone());
             let mut upload = self.reconcile_one(upload).await?;
-            if upload.size == Some(upload.received) {
+            if upload.is_all_in() {
                 // Every byte was committed, but the crash came before the upload was sealed.
-                let hasher = restore_hasher(&upload)?;
-                self.seal(&mut upload, hasher, SystemTime::now()).await?;
-                warn!(upload = %upload.id, "sealed after a crash");
-                self.meta.save_progress(&upload).await?;
-                self.count_finished(&upload);
+                // A store that cannot complete it now (it is down) must not keep the service
+                // from starting: the bytes are safe, and the expiry sweep seals it later.
+                match self.seal_all_in(&mut upload).await {
+                    Ok(()) => warn!(upload = %upload.id, "sealed after a crash"),
+                    Err(e) => {
+                        warn!(upload = %upload.id, error = %e, "sealing after a crash failed; retried by the sweep")
+                    }
+                }
                 repaired += 1;
                 continue;
             }
@@ -33,6 +36,34 @@ impl Engine {
             }
         }
         Ok(repaired)
+    }
+
+    /// Seals an upload whose bytes are all committed but which is still `uploading` (a crash
+    /// or a store outage came between the commit and the store's completion). On failure the
+    /// upload is made due at once, so the expiry sweep (`expire_one`) tries again soon instead
+    /// of waiting for a client or a restart.
+    pub(super) async fn seal_all_in(&self, upload: &mut Upload) -> Result<()> {
+        let sealed = async {
+            let hasher = restore_hasher(upload)?;
+            self.seal(upload, hasher, SystemTime::now()).await
+        }
+        .await;
+        if let Err(e) = sealed {
+            self.mark_due(upload).await;
+            return Err(e);
+        }
+        self.meta.save_progress(upload).await?;
+        self.count_finished(upload);
+        self.cluster.publish(&Status::of(upload));
+        Ok(())
+    }
+
+    /// Makes an all-in upload the store failed to complete due at once, for the sweep to seal.
+    pub(super) async fn mark_due(&self, upload: &mut Upload) {
+        upload.expires_at = Some(SystemTime::now());
+        if let Err(e) = self.meta.save_progress(upload).await {
+            warn!(upload = %upload.id, error = %e, "could not mark an unsealed upload due");
+        }
     }
 
     /// The store wins where it holds less (bytes lost in a crash); the record wins where the

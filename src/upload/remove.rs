@@ -86,14 +86,23 @@ impl Engine {
         }
     }
 
-    /// Removes one upload if it is still expired and nobody is appending. True if removed.
+    /// Removes one upload if it is still expired and nobody is appending (or seals it, if its
+    /// bytes are all in). True if it did either.
     pub(super) async fn expire_one(&self, id: UploadId) -> Result<bool> {
         let Some(_guard) = self.cluster.try_lock(id).await else {
             return Ok(false);
         };
-        let Some(upload) = self.meta.get(id).await? else {
+        let Some(mut upload) = self.meta.get(id).await? else {
             return Ok(false);
         };
+        if upload.removed_at.is_none() && upload.is_all_in() {
+            // Due, but its bytes are all in: sealing it is the only right end (`seal_all_in`).
+            if let Err(e) = self.seal_all_in(&mut upload).await {
+                warn!(upload = %upload.id, error = %e, "sealing an upload whose bytes are all in failed");
+                return Ok(false);
+            }
+            return Ok(true);
+        }
         let expired = upload.removed_at.is_none() && upload.is_expired(SystemTime::now());
         if expired {
             self.remove(&upload, "expired").await?;

@@ -17,6 +17,7 @@ mod log_levels;
 mod metrics;
 mod resilience;
 mod s3;
+mod sealing;
 mod slow_bodies;
 mod support;
 mod watch;
