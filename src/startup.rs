@@ -34,6 +34,8 @@ pub enum StartupError {
     Bind(String, std::io::Error),
     #[error("--storage {0}: give a directory or s3://BUCKET[/PREFIX]")]
     Storage(String),
+    #[error("{0} refused a test write (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, the bucket and --s3-endpoint): {1}")]
+    StoreRefused(String, StoreError),
     #[error("--s3-part-size must be from 5M to 5G (S3's smallest and largest parts), not {0}")]
     PartSize(u64),
     #[error("{0} is reachable from other machines and no --token is set: add --token or --token-file, or --allow-anonymous to let anyone create uploads")]
@@ -98,7 +100,7 @@ async fn open_engine(config: &Config) -> Result<Arc<Engine>, StartupError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartupError::DataDir(config.data_dir.clone(), e))?;
     let meta = SqliteMeta::connect(&config.database_url()).await?;
-    let (store, store_limit) = open_store(config)?;
+    let (store, store_limit) = open_store(config).await?;
     let mut settings = settings(config, store.as_ref()).await?;
     // An object store takes at most so many parts of a bounded size: larger creates are 413.
     settings.max_upload_size = match (settings.max_upload_size, store_limit) {
@@ -127,7 +129,7 @@ async fn open_engine(config: &Config) -> Result<Arc<Engine>, StartupError> {
 
 /// The byte store `--storage` names (a directory, or an S3-compatible object store), and the
 /// largest upload it takes, where it has a limit.
-fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Option<u64>), StartupError> {
+async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Option<u64>), StartupError> {
     let storage = config.storage.as_deref();
     let Some(location) = storage.and_then(|s| s.strip_prefix("s3://")) else {
         let directory = storage.map_or_else(|| config.data_dir.join("files"), Into::into);
@@ -154,6 +156,15 @@ fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Option<u64>), StartupE
         region,
         part_size: config.s3_part_size,
     })?;
+    // A store that refuses us (wrong keys, no such bucket) will refuse every upload: say so
+    // now. One that cannot be reached may come back: start, with /healthz answering 503.
+    match store.check_writable().await {
+        Ok(()) => {}
+        Err(e) if e.is_unavailable() => {
+            warn!(error = %e, "the object store is unreachable; starting anyway")
+        }
+        Err(e) => return Err(StartupError::StoreRefused(storage.to_owned(), e)),
+    }
     let limit = store.max_upload_size();
     Ok((Arc::new(store), Some(limit)))
 }

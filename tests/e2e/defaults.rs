@@ -215,3 +215,42 @@ async fn removed_uploads_are_forgotten_after_forget_after() {
     )
     .await;
 }
+
+/// An object store that refuses the server's keys, or has no such bucket, would refuse every
+/// upload: the server says so at start-up. One that cannot be reached may come back: the
+/// server starts, and reports it on /healthz.
+#[test]
+fn a_store_that_refuses_the_keys_refuses_to_start_and_an_unreachable_one_does_not() {
+    let mut garage = crate::garage::Garage::start();
+    let args = garage.server_args("incoming");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let wrong_secret = [
+        ("AWS_ACCESS_KEY_ID", garage.key_id.as_str()),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ];
+    let stderr = refuses_to_start(&args, &wrong_secret).expect("wrong keys refuse to start");
+    assert!(stderr.contains("refused a test write"), "{stderr}");
+
+    let envs = garage.server_envs();
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut no_bucket = args.clone();
+    let storage = no_bucket
+        .iter()
+        .position(|a| *a == "--storage")
+        .expect("--storage")
+        + 1;
+    no_bucket[storage] = "s3://no-such-bucket/incoming";
+    let stderr = refuses_to_start(&no_bucket, &envs).expect("a missing bucket refuses to start");
+    assert!(stderr.contains("refused a test write"), "{stderr}");
+
+    assert_eq!(refuses_to_start(&args, &envs), None, "the right keys start");
+    garage.stop();
+    assert_eq!(
+        refuses_to_start(&args, &envs),
+        None,
+        "an unreachable store does not stop it"
+    );
+}
