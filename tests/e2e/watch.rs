@@ -239,28 +239,28 @@ on_each_store! {
     }
 }
 
-on_each_store! {
-    #[tokio::test]
-    async fn a_watcher_that_stops_reading_gets_the_latest_state_not_a_backlog(store: Store) {
-        let server = TestServer::start_on(store);
-        let bytes = data(200_000, 23);
-        let id = id_of(&create(&server, "f.bin", bytes.len() as u64).await);
-        let mut ws = websocket(&server, &id, None).await.unwrap();
-        // Not reading while 100 appends land as fast as they can.
-        upload_in_pieces(&server, &id, &bytes, 2_000, Duration::ZERO).await;
-        // Still not reading until the server has sent its last message and closed the socket.
-        wait_watchers(&server, "websocket", 0).await;
-        let (statuses, code) = drain(&mut ws).await;
-        assert!(
-            statuses.len() < 40,
-            "{} messages for 100 appends: a backlog",
-            statuses.len()
-        );
-        assert_monotone(&statuses);
-        assert_eq!(statuses.last().unwrap()["received"], 200_000);
-        assert_eq!(statuses.last().unwrap()["state"], "complete");
-        assert_eq!(code, Some(CloseCode::Normal));
-    }
+// The hub's coalescing, not the store's: on the local directory only, where 100 appends land
+// faster than a watcher's messages are written (an S3 tail per append is slower than that).
+#[tokio::test]
+async fn a_watcher_that_stops_reading_gets_the_latest_state_not_a_backlog() {
+    let server = TestServer::start();
+    let bytes = data(200_000, 23);
+    let id = id_of(&create(&server, "f.bin", bytes.len() as u64).await);
+    let mut ws = websocket(&server, &id, None).await.unwrap();
+    // Not reading while 100 appends land as fast as they can.
+    upload_in_pieces(&server, &id, &bytes, 2_000, Duration::ZERO).await;
+    // Still not reading until the server has sent its last message and closed the socket.
+    wait_watchers(&server, "websocket", 0).await;
+    let (statuses, code) = drain(&mut ws).await;
+    assert!(
+        statuses.len() < 40,
+        "{} messages for 100 appends: a backlog",
+        statuses.len()
+    );
+    assert_monotone(&statuses);
+    assert_eq!(statuses.last().unwrap()["received"], 200_000);
+    assert_eq!(statuses.last().unwrap()["state"], "complete");
+    assert_eq!(code, Some(CloseCode::Normal));
 }
 
 #[tokio::test]
