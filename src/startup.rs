@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::cluster::LocalCluster;
 use crate::config::{Config, ConfigError};
 use crate::http::{self, Ctx};
-use crate::meta::{MetaError, SqliteMeta};
+use crate::meta::{Backend, MetaError, SqlMeta};
 use crate::store::{FsStore, S3Config, S3Store, Store, StoreError};
 use crate::upload::{Engine, MinRate, Settings, UploadError};
 
@@ -99,7 +99,13 @@ impl Application {
 async fn open_engine(config: &Config) -> Result<Arc<Engine>, StartupError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartupError::DataDir(config.data_dir.clone(), e))?;
-    let meta = SqliteMeta::connect(&config.database_url()).await?;
+    let url = config.database_url();
+    // SQLite takes one writer at a time; PostgreSQL serves several instances' appends at once.
+    let connections = match Backend::of(&url) {
+        Some(Backend::Postgres) => 16,
+        _ => 4,
+    };
+    let meta = SqlMeta::connect(&url, connections).await?;
     let (store, store_limit) = open_store(config).await?;
     let mut settings = settings(config, store.as_ref()).await?;
     // An object store takes at most so many parts of a bounded size: larger creates are 413.

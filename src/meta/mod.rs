@@ -1,16 +1,16 @@
 //! The metadata of uploads, behind one trait; the only SQL in the tree is below this module.
 //!
-//! [`sqlite::SqliteMeta`] is the first implementation; PostgreSQL is meant to be the second.
+//! [`sql::SqlMeta`] keeps them in SQLite (one instance) or PostgreSQL (many instances).
 //! The trait speaks the engine's model ([`Upload`], typed state, real times); how a backend
 //! lays that out in rows stays inside its own file.
 
-mod sqlite;
+mod sql;
 
 use std::time::SystemTime;
 
 use crate::upload::model::{Upload, UploadId};
 
-pub use sqlite::SqliteMeta;
+pub use sql::{Backend, SqlMeta};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -18,6 +18,8 @@ pub enum MetaError {
     Sqlx(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("--database-url must start with sqlite: or postgres:")]
+    Scheme,
     #[error("stored value out of range in column {0}")]
     OutOfRange(&'static str),
 }

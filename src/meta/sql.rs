@@ -1,39 +1,86 @@
-//! Upload metadata in SQLite, in WAL mode with synchronous=FULL.
+//! Upload metadata in SQL: SQLite (one instance; WAL, synchronous=FULL) or PostgreSQL (many
+//! instances sharing it), through sqlx's `Any` driver. The statements are written once, with
+//! `$1`-style parameters, which both accept; only connecting and the migrations differ.
 
-use std::str::FromStr;
+use std::sync::Once;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor, Row};
 
 use super::{Meta, MetaError, Result};
 use crate::upload::model::{State, Upload, UploadId};
 
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
 #[derive(Clone)]
-pub struct SqliteMeta {
-    pool: SqlitePool,
+pub struct SqlMeta {
+    pool: AnyPool,
+}
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of(url: &str) -> Option<Backend> {
+        let scheme = url.split_once(':').map(|(scheme, _)| scheme)?;
+        match scheme {
+            "sqlite" => Some(Backend::Sqlite),
+            "postgres" | "postgresql" => Some(Backend::Postgres),
+            _ => None,
+        }
+    }
 }
 
 const COLUMNS: &str = "id, name, size, received, state, content_type, expected_sha256, sha256, \
                        hash_state, store_state, metadata, created_at, updated_at, expires_at, removed_at";
 
-impl SqliteMeta {
-    /// Opens (creating if missing) the database and runs the embedded migrations.
-    pub async fn connect(url: &str) -> Result<SqliteMeta> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a committed `received` survives power loss, like the fsynced bytes it counts.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(SqliteMeta { pool })
+impl SqlMeta {
+    /// Opens the database `url` names (creating an SQLite file if missing) with at most
+    /// `connections` connections, and runs its migrations. Instances starting at once on one
+    /// PostgreSQL take turns: the migrator holds an advisory lock while it runs.
+    pub async fn connect(url: &str, connections: u32) -> Result<SqlMeta> {
+        static DRIVERS: Once = Once::new();
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let backend = Backend::of(url).ok_or(MetaError::Scheme)?;
+        let options = AnyPoolOptions::new().max_connections(connections);
+        let pool = match backend {
+            Backend::Sqlite => {
+                options
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // FULL: a committed `received` survives power loss, like the
+                            // fsynced bytes it counts.
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                                 PRAGMA busy_timeout = 10000;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&sqlite_creating(url))
+                    .await?
+            }
+            Backend::Postgres => {
+                options
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect(url)
+                    .await?
+            }
+        };
+        let migrations = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrations.run(&pool).await?;
+        Ok(SqlMeta { pool })
     }
 
     /// The ids a query selects, binding `values` in order.
@@ -50,8 +97,17 @@ impl SqliteMeta {
     }
 }
 
+/// An SQLite URL that creates the file when it is missing (`mode=rwc`), unless it says a mode.
+fn sqlite_creating(url: &str) -> String {
+    match url.split_once('?') {
+        Some((_, query)) if query.split('&').any(|p| p.starts_with("mode=")) => url.to_owned(),
+        Some(_) => format!("{url}&mode=rwc"),
+        None => format!("{url}?mode=rwc"),
+    }
+}
+
 #[async_trait::async_trait]
-impl Meta for SqliteMeta {
+impl Meta for SqlMeta {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -61,7 +117,7 @@ impl Meta for SqliteMeta {
         sqlx::query(
             "INSERT INTO uploads (id, name, size, received, state, content_type, expected_sha256, \
              sha256, hash_state, store_state, metadata, created_at, updated_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(upload.id.to_string())
         .bind(&upload.name)
@@ -83,7 +139,7 @@ impl Meta for SqliteMeta {
     }
 
     async fn get(&self, id: UploadId) -> Result<Option<Upload>> {
-        let sql = format!("SELECT {COLUMNS} FROM uploads WHERE id = ?");
+        let sql = format!("SELECT {COLUMNS} FROM uploads WHERE id = $1");
         let row = sqlx::query(&sql)
             .bind(id.to_string())
             .fetch_optional(&self.pool)
@@ -93,9 +149,9 @@ impl Meta for SqliteMeta {
 
     async fn save_progress(&self, upload: &Upload) -> Result<()> {
         sqlx::query(
-            "UPDATE uploads SET name = ?, size = ?, received = ?, state = ?, sha256 = ?, \
-             expected_sha256 = ?, hash_state = ?, store_state = ?, updated_at = ?, expires_at = ? \
-             WHERE id = ?",
+            "UPDATE uploads SET name = $1, size = $2, received = $3, state = $4, sha256 = $5, \
+             expected_sha256 = $6, hash_state = $7, store_state = $8, updated_at = $9, expires_at = $10 \
+             WHERE id = $11",
         )
         .bind(&upload.name)
         .bind(upload.size.map(to_i64))
@@ -115,8 +171,8 @@ impl Meta for SqliteMeta {
 
     async fn mark_removed(&self, id: UploadId, reason: &str, at: SystemTime) -> Result<()> {
         sqlx::query(
-            "UPDATE uploads SET removed_at = ?, removed_reason = ?, hash_state = NULL, \
-             expires_at = NULL, updated_at = ? WHERE id = ? AND removed_at IS NULL",
+            "UPDATE uploads SET removed_at = $1, removed_reason = $2, hash_state = NULL, \
+             expires_at = NULL, updated_at = $3 WHERE id = $4 AND removed_at IS NULL",
         )
         .bind(millis(at))
         .bind(reason)
@@ -128,7 +184,7 @@ impl Meta for SqliteMeta {
     }
 
     async fn mark_bytes_removed(&self, id: UploadId, at: SystemTime) -> Result<()> {
-        sqlx::query("UPDATE uploads SET bytes_removed_at = ? WHERE id = ?")
+        sqlx::query("UPDATE uploads SET bytes_removed_at = $1 WHERE id = $2")
             .bind(millis(at))
             .bind(id.to_string())
             .execute(&self.pool)
@@ -139,7 +195,7 @@ impl Meta for SqliteMeta {
     async fn removed_with_bytes(&self, limit: u32) -> Result<Vec<Upload>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM uploads WHERE removed_at IS NOT NULL \
-             AND bytes_removed_at IS NULL LIMIT ?"
+             AND bytes_removed_at IS NULL LIMIT $1"
         );
         let rows = sqlx::query(&sql)
             .bind(i64::from(limit))
@@ -149,7 +205,7 @@ impl Meta for SqliteMeta {
     }
 
     async fn forget_removed(&self, before: SystemTime) -> Result<u64> {
-        let gone = "SELECT id FROM uploads WHERE removed_at IS NOT NULL AND removed_at < ? \
+        let gone = "SELECT id FROM uploads WHERE removed_at IS NOT NULL AND removed_at < $1 \
                     AND bytes_removed_at IS NOT NULL";
         sqlx::query(&format!(
             "DELETE FROM tutorial_files WHERE upload_id IN ({gone})"
@@ -165,7 +221,7 @@ impl Meta for SqliteMeta {
     }
 
     async fn purge(&self, id: UploadId) -> Result<()> {
-        sqlx::query("DELETE FROM uploads WHERE id = ?")
+        sqlx::query("DELETE FROM uploads WHERE id = $1")
             .bind(id.to_string())
             .execute(&self.pool)
             .await?;
@@ -174,7 +230,7 @@ impl Meta for SqliteMeta {
 
     async fn expired(&self, now: SystemTime, limit: u32) -> Result<Vec<UploadId>> {
         let sql = "SELECT id FROM uploads WHERE removed_at IS NULL \
-                   AND expires_at IS NOT NULL AND expires_at <= ? LIMIT ?";
+                   AND expires_at IS NOT NULL AND expires_at <= $1 LIMIT $2";
         self.ids(sql, &[millis(now), i64::from(limit)]).await
     }
 
@@ -187,7 +243,7 @@ impl Meta for SqliteMeta {
     }
 
     async fn key_upload(&self, key: &str) -> Result<Option<UploadId>> {
-        let row = sqlx::query("SELECT upload_id FROM tutorial_files WHERE file_id = ?")
+        let row = sqlx::query("SELECT upload_id FROM tutorial_files WHERE file_id = $1")
             .bind(key)
             .fetch_optional(&self.pool)
             .await?;
@@ -196,9 +252,9 @@ impl Meta for SqliteMeta {
 
     async fn map_key(&self, key: &str, upload: UploadId, stale: Option<UploadId>) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO tutorial_files (file_id, upload_id) VALUES (?, ?) \
+            "INSERT INTO tutorial_files (file_id, upload_id) VALUES ($1, $2) \
              ON CONFLICT (file_id) DO UPDATE SET upload_id = excluded.upload_id \
-             WHERE tutorial_files.upload_id = ?",
+             WHERE tutorial_files.upload_id = $3",
         )
         .bind(key)
         .bind(upload.to_string())
@@ -228,13 +284,13 @@ fn time(millis: i64, column: &'static str) -> Result<SystemTime> {
     Ok(UNIX_EPOCH + Duration::from_millis(to_u64(millis, column)?))
 }
 
-fn optional_time(row: &SqliteRow, column: &'static str) -> Result<Option<SystemTime>> {
+fn optional_time(row: &AnyRow, column: &'static str) -> Result<Option<SystemTime>> {
     row.try_get::<Option<i64>, _>(column)?
         .map(|m| time(m, column))
         .transpose()
 }
 
-fn from_row(row: &SqliteRow) -> Result<Upload> {
+fn from_row(row: &AnyRow) -> Result<Upload> {
     let id: String = row.try_get("id")?;
     let state: String = row.try_get("state")?;
     Ok(Upload {
