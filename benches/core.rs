@@ -8,7 +8,8 @@
 //! 3. uploads the same 1 GiB again as a tus client would (tus creation and PATCHes),
 //! 4. uploads 32 files of 32 MiB concurrently,
 //!
-//! and prints throughput, the service/raw ratio, the server's CPU seconds per GiB and its RSS.
+//! and prints throughput, the service/raw ratio, the server's CPU seconds per GiB and its RSS
+//! (and, with an object store, the store requests per GiB each step caused, from /metrics).
 //!
 //! `-- --store s3` runs steps 2–4 a second time with the bytes in a private Garage on loopback
 //! (tests/e2e/garage.rs; `cargo install garage --locked`), beside the local directory.
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use support::{mb_per_s, pseudo_random, rss_kib, upload, upload_tus, Server, MIB};
+use support::{mb_per_s, pseudo_random, rss_kib, store_requests, upload, upload_tus, Server, MIB};
 const CHUNK: usize = 8 << 20;
 
 fn main() {
@@ -68,6 +69,7 @@ fn measure(store: &str, server: &Server, chunk: &[u8], single_size: u64, raw: (f
     let (raw_each, raw_once) = raw;
     let (concurrent, each): (usize, u64) = (32, 32 * MIB);
     println!("== bytes in: {store}");
+    let requests = Requests::start(server);
     let cpu_before = server.cpu_seconds();
     let started = Instant::now();
     let digest = upload(server.port, chunk, single_size);
@@ -81,11 +83,12 @@ fn measure(store: &str, server: &Server, chunk: &[u8], single_size: u64, raw: (f
     );
     let gib = single_size as f64 / (1u64 << 30) as f64;
     println!(
-        "service, 1 upload of {} MiB in 8 MiB PATCHes: {:.0} MB/s ({:.2} s), server CPU {:.2} s/GiB",
+        "service, 1 upload of {} MiB in 8 MiB PATCHes: {:.0} MB/s ({:.2} s), server CPU {:.2} s/GiB{}",
         single_size / MIB,
         single,
         secs,
-        cpu / gib
+        cpu / gib,
+        requests.per_gib(server, single_size)
     );
     println!(
         "ratio service/raw disk: {:.2} (fdatasync each 8 MiB), {:.2} (fdatasync once)",
@@ -94,6 +97,7 @@ fn measure(store: &str, server: &Server, chunk: &[u8], single_size: u64, raw: (f
     );
     let rss_after_single = server.rss_kib();
 
+    let requests = Requests::start(server);
     let started = Instant::now();
     let tus_digest = upload_tus(server.port, chunk, single_size);
     let tus = mb_per_s(single_size, started.elapsed().as_secs_f64());
@@ -103,8 +107,9 @@ fn measure(store: &str, server: &Server, chunk: &[u8], single_size: u64, raw: (f
         "tus upload SHA-256"
     );
     println!(
-        "service, the same upload with tus PATCHes: {tus:.0} MB/s, ratio tus/native {:.2}",
-        tus / single
+        "service, the same upload with tus PATCHes: {tus:.0} MB/s, ratio tus/native {:.2}{}",
+        tus / single,
+        requests.per_gib(server, single_size)
     );
 
     let peak = Arc::new(AtomicU64::new(0));
@@ -118,6 +123,7 @@ fn measure(store: &str, server: &Server, chunk: &[u8], single_size: u64, raw: (f
             }
         })
     };
+    let requests = Requests::start(server);
     let cpu_before = server.cpu_seconds();
     let started = Instant::now();
     let threads: Vec<_> = (0..concurrent)
@@ -137,11 +143,12 @@ fn measure(store: &str, server: &Server, chunk: &[u8], single_size: u64, raw: (f
     let _ = sampler.join();
     let total = concurrent as u64 * each;
     println!(
-        "service, {concurrent} concurrent uploads of {} MiB: {:.0} MB/s aggregate ({:.2} s), server CPU {:.2} s/GiB",
+        "service, {concurrent} concurrent uploads of {} MiB: {:.0} MB/s aggregate ({:.2} s), server CPU {:.2} s/GiB{}",
         each / MIB,
         mb_per_s(total, secs),
         secs,
-        cpu / (total as f64 / (1u64 << 30) as f64)
+        cpu / (total as f64 / (1u64 << 30) as f64),
+        requests.per_gib(server, total)
     );
     println!(
         "server RSS: {:.1} MiB after the single upload, peak {:.1} MiB during the concurrent uploads (VmHWM {:.1} MiB)",
@@ -149,6 +156,27 @@ fn measure(store: &str, server: &Server, chunk: &[u8], single_size: u64, raw: (f
         peak.load(Ordering::Relaxed) as f64 / 1024.0,
         server.hwm_kib() as f64 / 1024.0
     );
+}
+
+/// The object-store requests one scenario makes, from /metrics before and after it.
+struct Requests(Option<f64>);
+
+impl Requests {
+    fn start(server: &Server) -> Requests {
+        Requests(store_requests(server.port))
+    }
+
+    /// ", store requests N/GiB" for `bytes` uploaded since the start; nothing for a server
+    /// without an object store.
+    fn per_gib(&self, server: &Server, bytes: u64) -> String {
+        match (self.0, store_requests(server.port)) {
+            (Some(before), Some(after)) => {
+                let gib = bytes as f64 / (1u64 << 30) as f64;
+                format!(", store requests {:.0}/GiB", (after - before) / gib)
+            }
+            _ => String::new(),
+        }
+    }
 }
 
 fn expected_digest(chunk: &[u8], size: u64) -> String {

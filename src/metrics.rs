@@ -21,9 +21,9 @@ pub struct Metrics {
     pub watchers_websocket: AtomicI64,
     pub watchers_sse: AtomicI64,
     pub watchers_poll: AtomicI64,
-    append_buckets: [AtomicU64; DURATION_BUCKETS.len()],
-    append_count: AtomicU64,
-    append_micros: AtomicU64,
+    append_duration: Histogram,
+    /// The object store's requests, when the bytes are in one.
+    store: Option<Arc<StoreMetrics>>,
 }
 
 /// Which progress channel a watcher uses.
@@ -35,20 +35,20 @@ pub enum Channel {
 }
 
 impl Metrics {
+    /// Also renders the requests of the object store that records into `store`.
+    pub fn with_store(store: Arc<StoreMetrics>) -> Metrics {
+        Metrics {
+            store: Some(store),
+            ..Metrics::default()
+        }
+    }
+
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn observe_append(&self, took: Duration) {
-        let seconds = took.as_secs_f64();
-        for (bound, bucket) in DURATION_BUCKETS.iter().zip(&self.append_buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.append_count.fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.append_micros.fetch_add(micros, Ordering::Relaxed);
+        self.append_duration.observe(took);
     }
 
     /// Counts one open watcher until the returned guard drops.
@@ -70,7 +70,15 @@ impl Metrics {
         let mut out = String::new();
         self.render_counters(&mut out);
         self.render_gauges(&mut out);
-        self.render_durations(&mut out);
+        let _ = writeln!(
+            out,
+            "# HELP resumable_append_duration_seconds Time from an append's start to its commit.\n# TYPE resumable_append_duration_seconds histogram"
+        );
+        self.append_duration
+            .render(&mut out, "resumable_append_duration_seconds", "");
+        if let Some(store) = &self.store {
+            store.render(&mut out);
+        }
         if let Some(free) = disk_free {
             let _ = writeln!(
                 out,
@@ -137,31 +145,171 @@ impl Metrics {
             );
         }
     }
+}
 
-    fn render_durations(&self, out: &mut String) {
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP resumable_append_duration_seconds Time from an append's start to its commit.\n# TYPE resumable_append_duration_seconds histogram"
-        );
-        for (bound, bucket) in DURATION_BUCKETS.iter().zip(&self.append_buckets) {
-            let _ = writeln!(
-                out,
-                "resumable_append_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                load(bucket)
-            );
+/// A cumulative histogram of durations over `DURATION_BUCKETS`.
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; DURATION_BUCKETS.len()],
+    count: AtomicU64,
+    micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        for (bound, bucket) in DURATION_BUCKETS.iter().zip(&self.buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        let count = load(&self.append_count);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Its `_bucket`, `_sum` and `_count` series, each carrying `labels` (`key="value"`, or
+    /// nothing).
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let comma = if labels.is_empty() { "" } else { "," };
+        for (bound, bucket) in DURATION_BUCKETS.iter().zip(&self.buckets) {
+            let n = load(bucket);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{comma}le=\"{bound}\"}} {n}");
+        }
+        let count = load(&self.count);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{comma}le=\"+Inf\"}} {count}");
+        let labels = match labels {
+            "" => String::new(),
+            labels => format!("{{{labels}}}"),
+        };
+        let seconds = load(&self.micros) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{labels} {seconds}");
+        let _ = writeln!(out, "{name}_count{labels} {count}");
+    }
+}
+
+/// A request an object store makes, by the name /metrics gives it.
+#[derive(Debug, Clone, Copy)]
+pub enum StoreOp {
+    CreateMultipart,
+    PutPart,
+    PutTail,
+    PutObject,
+    CompleteMultipart,
+    AbortMultipart,
+    GetTail,
+    GetObject,
+    Head,
+    Delete,
+    List,
+}
+
+impl StoreOp {
+    const ALL: [StoreOp; 11] = [
+        StoreOp::CreateMultipart,
+        StoreOp::PutPart,
+        StoreOp::PutTail,
+        StoreOp::PutObject,
+        StoreOp::CompleteMultipart,
+        StoreOp::AbortMultipart,
+        StoreOp::GetTail,
+        StoreOp::GetObject,
+        StoreOp::Head,
+        StoreOp::Delete,
+        StoreOp::List,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            StoreOp::CreateMultipart => "create_multipart",
+            StoreOp::PutPart => "put_part",
+            StoreOp::PutTail => "put_tail",
+            StoreOp::PutObject => "put_object",
+            StoreOp::CompleteMultipart => "complete_multipart",
+            StoreOp::AbortMultipart => "abort_multipart",
+            StoreOp::GetTail => "get_tail",
+            StoreOp::GetObject => "get_object",
+            StoreOp::Head => "head",
+            StoreOp::Delete => "delete",
+            StoreOp::List => "list",
+        }
+    }
+}
+
+/// How a store request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// The store answered that the object or upload is not there (often expected: a delete of
+    /// what is gone, a look for a finished object that is not yet).
+    NotFound,
+    /// Unreachable, or an error on the store's side (the request may work later).
+    Unavailable,
+    Error,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 4] = [
+        Outcome::Ok,
+        Outcome::NotFound,
+        Outcome::Unavailable,
+        Outcome::Error,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::NotFound => "not_found",
+            Outcome::Unavailable => "unavailable",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// An object store's requests by operation and outcome, their durations, and the bytes it
+/// accepted. Shared by the store, which records, and `Metrics`, which renders.
+#[derive(Debug, Default)]
+pub struct StoreMetrics {
+    requests: [[AtomicU64; Outcome::ALL.len()]; StoreOp::ALL.len()],
+    durations: [Histogram; StoreOp::ALL.len()],
+    bytes_written: AtomicU64,
+}
+
+impl StoreMetrics {
+    /// One request answered after `took`; the `payload` it carried counts as written if the
+    /// store accepted it.
+    pub fn observe(&self, op: StoreOp, outcome: Outcome, took: Duration, payload: u64) {
+        self.requests[op as usize][outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.durations[op as usize].observe(took);
+        if outcome == Outcome::Ok && payload > 0 {
+            self.bytes_written.fetch_add(payload, Ordering::Relaxed);
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP resumable_store_requests_total Requests to the object store, by operation and outcome.\n# TYPE resumable_store_requests_total counter");
+        for op in StoreOp::ALL {
+            for outcome in Outcome::ALL {
+                let n = self.requests[op as usize][outcome as usize].load(Ordering::Relaxed);
+                let (op, outcome) = (op.name(), outcome.name());
+                let _ = writeln!(
+                    out,
+                    "resumable_store_requests_total{{operation=\"{op}\",outcome=\"{outcome}\"}} {n}"
+                );
+            }
+        }
+        let name = "resumable_store_request_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} Time the object store took to answer a request (with its retries), by operation.\n# TYPE {name} histogram");
+        for op in StoreOp::ALL {
+            let labels = format!("operation=\"{}\"", op.name());
+            self.durations[op as usize].render(out, name, &labels);
+        }
         let _ = writeln!(
             out,
-            "resumable_append_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+            "# HELP resumable_store_bytes_written_total Bytes the object store accepted in parts and objects.\n# TYPE resumable_store_bytes_written_total counter\nresumable_store_bytes_written_total {}",
+            self.bytes_written.load(Ordering::Relaxed)
         );
-        let _ = writeln!(
-            out,
-            "resumable_append_duration_seconds_sum {}",
-            load(&self.append_micros) as f64 / 1e6
-        );
-        let _ = writeln!(out, "resumable_append_duration_seconds_count {count}");
     }
 }
 
@@ -206,5 +354,34 @@ mod tests {
         assert!(metrics
             .render(None)
             .contains("resumable_watchers{channel=\"sse\"} 0\n"));
+        assert!(
+            !text.contains("resumable_store_"),
+            "no object store, no store series"
+        );
+    }
+
+    #[test]
+    fn renders_store_requests_by_operation_and_outcome() {
+        let store = Arc::new(StoreMetrics::default());
+        let metrics = Metrics::with_store(store.clone());
+        let ms = Duration::from_millis;
+        store.observe(StoreOp::PutPart, Outcome::Ok, ms(20), 5 << 20);
+        store.observe(StoreOp::PutPart, Outcome::Unavailable, ms(300), 5 << 20);
+        store.observe(StoreOp::Head, Outcome::NotFound, ms(2), 0);
+        let text = metrics.render(None);
+        let series = |s: &str| assert!(text.contains(s), "no {s:?} in\n{text}");
+        series("resumable_store_requests_total{operation=\"put_part\",outcome=\"ok\"} 1\n");
+        series(
+            "resumable_store_requests_total{operation=\"put_part\",outcome=\"unavailable\"} 1\n",
+        );
+        series("resumable_store_requests_total{operation=\"put_part\",outcome=\"error\"} 0\n");
+        series("resumable_store_requests_total{operation=\"head\",outcome=\"not_found\"} 1\n");
+        series("resumable_store_request_duration_seconds_bucket{operation=\"put_part\",le=\"0.05\"} 1\n");
+        series("resumable_store_request_duration_seconds_bucket{operation=\"put_part\",le=\"+Inf\"} 2\n");
+        series("resumable_store_request_duration_seconds_count{operation=\"put_part\"} 2\n");
+        series("resumable_store_request_duration_seconds_sum{operation=\"put_part\"} 0.32\n");
+        series("resumable_store_request_duration_seconds_count{operation=\"head\"} 1\n");
+        // Only what the store accepted was written.
+        series("resumable_store_bytes_written_total 5242880\n");
     }
 }

@@ -15,6 +15,7 @@ use crate::cluster::LocalCluster;
 use crate::config::{Config, ConfigError};
 use crate::http::{self, Ctx};
 use crate::meta::{Backend, MetaError, SqlMeta};
+use crate::metrics::Metrics;
 use crate::store::{FsStore, S3Config, S3Store, Store, StoreError};
 use crate::upload::{Engine, MinRate, Settings, UploadError};
 
@@ -106,7 +107,11 @@ async fn open_engine(config: &Config) -> Result<Arc<Engine>, StartupError> {
         _ => 4,
     };
     let meta = SqlMeta::connect(&url, connections).await?;
-    let (store, store_limit) = open_store(config).await?;
+    let OpenedStore {
+        store,
+        limit: store_limit,
+        metrics,
+    } = open_store(config).await?;
     let mut settings = settings(config, store.as_ref()).await?;
     // An object store takes at most so many parts of a bounded size: larger creates are 413.
     settings.max_upload_size = match (settings.max_upload_size, store_limit) {
@@ -117,6 +122,7 @@ async fn open_engine(config: &Config) -> Result<Arc<Engine>, StartupError> {
         Arc::new(meta),
         store,
         Arc::new(LocalCluster::default()),
+        Arc::new(metrics),
         settings,
     ));
     let repaired = engine.reconcile().await?;
@@ -133,13 +139,25 @@ async fn open_engine(config: &Config) -> Result<Arc<Engine>, StartupError> {
     Ok(engine)
 }
 
-/// The byte store `--storage` names (a directory, or an S3-compatible object store), and the
-/// largest upload it takes, where it has a limit.
-async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Option<u64>), StartupError> {
+/// A byte store, with what follows from its kind.
+struct OpenedStore {
+    store: Arc<dyn Store>,
+    /// The largest upload it takes, where it has a limit.
+    limit: Option<u64>,
+    /// What /metrics counts, with the store's requests where it makes some.
+    metrics: Metrics,
+}
+
+/// The byte store `--storage` names: a directory, or an S3-compatible object store.
+async fn open_store(config: &Config) -> Result<OpenedStore, StartupError> {
     let storage = config.storage.as_deref();
     let Some(location) = storage.and_then(|s| s.strip_prefix("s3://")) else {
         let directory = storage.map_or_else(|| config.data_dir.join("files"), Into::into);
-        return Ok((Arc::new(FsStore::open(&directory)?), None));
+        return Ok(OpenedStore {
+            store: Arc::new(FsStore::open(&directory)?),
+            limit: None,
+            metrics: Metrics::default(),
+        });
     };
     let storage = storage.unwrap_or_default();
     let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
@@ -171,8 +189,11 @@ async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Option<u64>), St
         }
         Err(e) => return Err(StartupError::StoreRefused(storage.to_owned(), e)),
     }
-    let limit = store.max_upload_size();
-    Ok((Arc::new(store), Some(limit)))
+    Ok(OpenedStore {
+        limit: Some(store.max_upload_size()),
+        metrics: Metrics::with_store(store.metrics()),
+        store: Arc::new(store),
+    })
 }
 
 async fn settings(config: &Config, store: &dyn Store) -> Result<Settings, StartupError> {

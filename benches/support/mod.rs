@@ -239,3 +239,18 @@ pub fn json_field(text: &str, field: &str) -> String {
     let value: serde_json::Value = serde_json::from_str(text).expect("JSON answer");
     value[field].as_str().unwrap_or_default().to_owned()
 }
+
+/// The server's object-store requests so far, over every operation and outcome (from
+/// /metrics); `None` when it keeps its bytes in a local directory.
+pub fn store_requests(port: u16) -> Option<f64> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let (status, text) = get(&mut conn, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    let counts: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("resumable_store_requests_total{"))
+        .map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
+        .collect::<Option<_>>()
+        .expect("request counts are numbers");
+    (!counts.is_empty()).then(|| counts.iter().sum())
+}

@@ -8,9 +8,10 @@
 //! is named after the number of parts before it (`<id>.tail/<n>`): a tail written past the
 //! last commit never overwrites the one the commit refers to.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -21,6 +22,7 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload
 use serde::{Deserialize, Serialize};
 
 use super::{ByteStream, Result, Sink, Source, Space, Store, StoreError};
+use crate::metrics::{Outcome, StoreMetrics, StoreOp};
 
 /// Where the bytes go and how they are cut.
 #[derive(Debug, Clone)]
@@ -37,6 +39,7 @@ pub struct S3Store {
     client: Arc<AmazonS3>,
     prefix: String,
     part_size: u64,
+    metrics: Arc<StoreMetrics>,
 }
 
 /// What is committed beside `received`.
@@ -81,6 +84,16 @@ fn failed(action: &'static str, key: &Path) -> impl FnOnce(object_store::Error) 
             StoreError::new(action, key, io::Error::new(io::ErrorKind::NotFound, e))
         }
         e => StoreError::new(action, key, io::Error::other(e)),
+    }
+}
+
+/// How a request ended, in the terms `failed` uses.
+fn outcome<T>(result: &object_store::Result<T>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Ok,
+        Err(object_store::Error::NotFound { .. }) => Outcome::NotFound,
+        Err(object_store::Error::Generic { .. }) => Outcome::Unavailable,
+        Err(_) => Outcome::Error,
     }
 }
 
@@ -137,7 +150,29 @@ impl S3Store {
             client: Arc::new(client),
             prefix: config.prefix.trim_matches('/').to_owned(),
             part_size: config.part_size,
+            metrics: Arc::default(),
         })
+    }
+
+    /// What /metrics shows of this store's requests.
+    pub fn metrics(&self) -> Arc<StoreMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Sends one request, counted by operation and outcome and timed; `payload` is how many
+    /// bytes it carries.
+    async fn metered<T>(
+        &self,
+        op: StoreOp,
+        payload: usize,
+        request: impl Future<Output = object_store::Result<T>>,
+    ) -> object_store::Result<T> {
+        let started = Instant::now();
+        let result = request.await;
+        let took = started.elapsed();
+        self.metrics
+            .observe(op, outcome(&result), took, payload as u64);
+        result
     }
 
     fn key(&self, name: &str) -> Path {
@@ -157,9 +192,9 @@ impl S3Store {
             return Ok(Vec::new());
         }
         let key = self.tail_key(id, state.parts.len());
+        let get = self.client.get_range(&key, 0..state.tail);
         let bytes = self
-            .client
-            .get_range(&key, 0..state.tail)
+            .metered(StoreOp::GetTail, 0, get)
             .await
             .map_err(failed("read", &key))?;
         Ok(bytes.to_vec())
@@ -168,11 +203,13 @@ impl S3Store {
     /// Removes every tail the upload ever wrote.
     async fn remove_tails(&self, id: &str) -> Result<()> {
         let prefix = self.key(&format!("{id}.tail"));
+        let list = self.client.list(Some(&prefix));
         let tails: Vec<_> = self
-            .client
-            .list(Some(&prefix))
-            .map_ok(|meta| meta.location)
-            .try_collect()
+            .metered(
+                StoreOp::List,
+                0,
+                list.map_ok(|meta| meta.location).try_collect(),
+            )
             .await
             .map_err(failed("list", &prefix))?;
         for tail in tails {
@@ -182,7 +219,10 @@ impl S3Store {
     }
 
     async fn delete(&self, key: &Path) -> Result<()> {
-        match self.client.delete(key).await {
+        match self
+            .metered(StoreOp::Delete, 0, self.client.delete(key))
+            .await
+        {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(failed("delete", key)(e)),
         }
@@ -225,7 +265,7 @@ impl Store for S3Store {
         let key = self.key(id);
         // Done already by a call that crashed before its commit: only this upload ever writes
         // this key, and it does so last.
-        match self.client.head(&key).await {
+        match self.metered(StoreOp::Head, 0, self.client.head(&key)).await {
             Ok(meta) if meta.size == state.base() + state.tail => {
                 return self.remove_tails(id).await;
             }
@@ -236,17 +276,20 @@ impl Store for S3Store {
         match state.upload.clone() {
             None => {
                 // Smaller than a part: one plain object.
-                self.client
-                    .put(&key, PutPayload::from(tail))
+                let len = tail.len();
+                let put = self.client.put(&key, PutPayload::from(tail));
+                self.metered(StoreOp::PutObject, len, put)
                     .await
                     .map_err(failed("write", &key))?;
             }
             Some(upload) => {
                 if !tail.is_empty() {
-                    let number = state.parts.len();
-                    let part = self
+                    let (number, len) = (state.parts.len(), tail.len());
+                    let put = self
                         .client
-                        .put_part(&key, &upload, number, PutPayload::from(tail))
+                        .put_part(&key, &upload, number, PutPayload::from(tail));
+                    let part = self
+                        .metered(StoreOp::PutPart, len, put)
                         .await
                         .map_err(failed("write a part of", &key))?;
                     state.parts.push(part.content_id);
@@ -258,8 +301,8 @@ impl Store for S3Store {
                         content_id: etag.clone(),
                     })
                     .collect();
-                self.client
-                    .complete_multipart(&key, &upload, parts)
+                let complete = self.client.complete_multipart(&key, &upload, parts);
+                self.metered(StoreOp::CompleteMultipart, 0, complete)
                     .await
                     .map_err(failed("complete", &key))?;
             }
@@ -269,9 +312,12 @@ impl Store for S3Store {
 
     async fn open_read(&self, id: &str) -> Result<Box<dyn Source>> {
         let key = self.key(id);
-        let meta = self.client.head(&key).await.map_err(failed("open", &key))?;
+        let meta = self
+            .metered(StoreOp::Head, 0, self.client.head(&key))
+            .await
+            .map_err(failed("open", &key))?;
         Ok(Box::new(Object {
-            client: self.client.clone(),
+            store: self.clone(),
             key,
             len: meta.size,
         }))
@@ -281,7 +327,8 @@ impl Store for S3Store {
         let key = self.key(id);
         let state = Multipart::read(state, self.part_size)?;
         if let Some(upload) = &state.upload {
-            match self.client.abort_multipart(&key, upload).await {
+            let abort = self.client.abort_multipart(&key, upload);
+            match self.metered(StoreOp::AbortMultipart, 0, abort).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(failed("abort", &key)(e)),
             }
@@ -296,8 +343,8 @@ impl Store for S3Store {
 
     async fn check_writable(&self) -> Result<()> {
         let probe = self.key(&format!(".healthz-{}", uuid::Uuid::new_v4()));
-        self.client
-            .put(&probe, PutPayload::from_static(b"ok"))
+        let put = self.client.put(&probe, PutPayload::from_static(b"ok"));
+        self.metered(StoreOp::PutObject, 0, put)
             .await
             .map_err(failed("write", &probe))?;
         self.delete(&probe).await
@@ -345,18 +392,23 @@ impl PartSink {
         let fresh = Vec::with_capacity(self.state.part_size as usize);
         let part = Bytes::from(std::mem::replace(&mut self.filling, fresh));
         let key = self.store.key(&self.id);
-        let client = self.store.client.clone();
+        let (store, client) = (&self.store, &self.store.client);
         let upload = match self.state.upload.clone() {
             Some(upload) => upload,
             None => {
-                let created = self.handle.block_on(client.create_multipart(&key));
-                let upload = created.map_err(failed("start a multipart upload of", &key))?;
+                let create =
+                    store.metered(StoreOp::CreateMultipart, 0, client.create_multipart(&key));
+                let upload = self
+                    .handle
+                    .block_on(create)
+                    .map_err(failed("start a multipart upload of", &key))?;
                 self.state.upload = Some(upload.clone());
                 upload
             }
         };
-        let number = self.state.parts.len();
+        let (number, len) = (self.state.parts.len(), part.len());
         let put = client.put_part(&key, &upload, number, PutPayload::from(part));
+        let put = store.metered(StoreOp::PutPart, len, put);
         let part = self
             .handle
             .block_on(put)
@@ -398,9 +450,9 @@ impl Sink for PartSink {
         self.buffer = Bytes::from(std::mem::take(&mut self.filling));
         let key = self.store.tail_key(&self.id, self.state.parts.len());
         let tail = PutPayload::from(self.buffer.clone());
-        self.handle
-            .block_on(self.store.client.put(&key, tail))
-            .map_err(failed("write", &key))?;
+        let put = self.store.client.put(&key, tail);
+        let put = self.store.metered(StoreOp::PutTail, self.buffer.len(), put);
+        self.handle.block_on(put).map_err(failed("write", &key))?;
         self.durable_tail = self.pending();
         Ok(())
     }
@@ -425,7 +477,7 @@ impl Sink for PartSink {
 
 /// A finished object, read with ranged GETs.
 struct Object {
-    client: Arc<AmazonS3>,
+    store: S3Store,
     key: Path,
     len: u64,
 }
@@ -444,9 +496,11 @@ impl Source for Object {
             range: Some(GetRange::Bounded(start..start + count)),
             ..GetOptions::default()
         };
+        let get = self.store.client.get_opts(&self.key, options);
+        // Timed to the answer's head: the body streams at the client's pace.
         let got = self
-            .client
-            .get_opts(&self.key, options)
+            .store
+            .metered(StoreOp::GetObject, 0, get)
             .await
             .map_err(failed("read", &self.key))?;
         Ok(Box::pin(got.into_stream().map_err(io::Error::other)))

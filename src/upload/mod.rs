@@ -108,13 +108,14 @@ impl Engine {
         meta: Arc<dyn Meta>,
         store: Arc<dyn Store>,
         cluster: Arc<dyn Cluster>,
+        metrics: Arc<Metrics>,
         settings: Settings,
     ) -> Engine {
         Engine {
             meta,
             store,
             cluster,
-            metrics: Arc::default(),
+            metrics,
             appends: Arc::new(tokio::sync::Semaphore::new(settings.max_appends.max(1))),
             clients: Arc::default(),
             jobs: Jobs::new(4 * std::thread::available_parallelism().map_or(2, |n| n.get())),
