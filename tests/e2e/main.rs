@@ -15,6 +15,7 @@ mod integrity;
 mod limits;
 mod log_levels;
 mod metrics;
+mod postgres;
 mod resilience;
 mod s3;
 mod sealing;
