@@ -219,7 +219,9 @@ impl Postgres {
             .unwrap_or_else(|why| panic!("{why}"));
     }
 
-    /// Starts the same cluster again: same port, same data, same database.
+    /// Starts the same cluster again: same port, same data, same database (a running one is
+    /// crashed first, as by `stop()`). After a crash this takes a second or more: before it
+    /// replays the WAL, PostgreSQL fsyncs every file of the data directory.
     pub fn start_again(&mut self) {
         if self.postmaster.is_some() {
             self.stop();
