@@ -3,6 +3,7 @@
 
 mod append;
 mod browser_safety;
+mod cluster;
 mod content;
 mod crash;
 mod create;
@@ -15,6 +16,7 @@ mod integrity;
 mod limits;
 mod log_levels;
 mod metrics;
+mod postgres;
 mod resilience;
 mod s3;
 mod sealing;
