@@ -99,7 +99,7 @@ impl ApiError {
             ApiError::Upload(UploadError::Storage(e)) if e.is_out_of_space() => {
                 "the server's disk is full; what was stored is kept, retry later".into()
             }
-            ApiError::Upload(UploadError::Storage(e)) if e.is_unavailable() => {
+            ApiError::Upload(e) if e.is_unavailable() => {
                 "the server cannot reach its storage; what was stored is kept, retry later".into()
             }
             ApiError::Upload(UploadError::Storage(_)) => {
@@ -142,7 +142,8 @@ fn upload_code(error: &UploadError) -> &'static str {
         UploadError::ShuttingDown { .. } => "shutting_down",
         UploadError::IdleTimeout { .. } => "idle_timeout",
         UploadError::Storage(e) if e.is_out_of_space() => "insufficient_storage",
-        UploadError::Storage(e) if e.is_unavailable() => "storage_unavailable",
+        e if e.is_unavailable() => "storage_unavailable",
+        UploadError::Unavailable { .. } => "storage_unavailable",
         UploadError::DiskFull { .. } | UploadError::NoInodes { .. } => "insufficient_storage",
         UploadError::TooManyAppends | UploadError::TooManyClientAppends { .. } => {
             "too_many_appends"
@@ -176,7 +177,8 @@ fn upload_status(error: &UploadError) -> StatusCode {
         UploadError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
         UploadError::IdleTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         UploadError::Storage(e) if e.is_out_of_space() => StatusCode::INSUFFICIENT_STORAGE,
-        UploadError::Storage(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+        e if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+        UploadError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         UploadError::DiskFull { .. } | UploadError::NoInodes { .. } => {
             StatusCode::INSUFFICIENT_STORAGE
         }
@@ -248,7 +250,7 @@ impl ResponseError for ApiError {
         {
             response.insert_header((header::RETRY_AFTER, "1"));
         }
-        if let ApiError::Upload(UploadError::Storage(e)) = self {
+        if let ApiError::Upload(e) = self {
             if e.is_unavailable() {
                 response.insert_header((header::RETRY_AFTER, "5"));
             }

@@ -11,7 +11,7 @@ use actix_web::dev::{AppConfig, Extensions, Server};
 use actix_web::{web, App};
 use tracing::{info, warn};
 
-use crate::cluster::LocalCluster;
+use crate::cluster::{Cluster, LocalCluster, PgCluster};
 use crate::config::{Config, ConfigError};
 use crate::http::{self, Ctx};
 use crate::meta::{Backend, MetaError, SqlMeta};
@@ -101,12 +101,22 @@ async fn open_engine(config: &Config) -> Result<Arc<Engine>, StartupError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartupError::DataDir(config.data_dir.clone(), e))?;
     let url = config.database_url();
+    let backend = Backend::of(&url);
     // SQLite takes one writer at a time; PostgreSQL serves several instances' appends at once.
-    let connections = match Backend::of(&url) {
+    let connections = match backend {
         Some(Backend::Postgres) => 16,
         _ => 4,
     };
     let meta = SqlMeta::connect(&url, connections).await?;
+    // Over PostgreSQL, other instances may share the uploads: locks and progress go through it.
+    let cluster: Arc<dyn Cluster> = match backend {
+        Some(Backend::Postgres) => Arc::new(
+            PgCluster::connect(&url)
+                .await
+                .map_err(|e| StartupError::Meta(e.into()))?,
+        ),
+        _ => Arc::new(LocalCluster::default()),
+    };
     let OpenedStore {
         store,
         limit: store_limit,
@@ -121,7 +131,7 @@ async fn open_engine(config: &Config) -> Result<Arc<Engine>, StartupError> {
     let engine = Arc::new(Engine::new(
         Arc::new(meta),
         store,
-        Arc::new(LocalCluster::default()),
+        cluster,
         Arc::new(metrics),
         settings,
     ));

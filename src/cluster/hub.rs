@@ -68,6 +68,13 @@ impl<T: Clone> Hub<T> {
         }
     }
 
+    /// Like `close`, with the last value made from the latest one by `change`.
+    pub fn close_with(&self, key: &str, change: impl FnOnce(&mut T)) {
+        if let Some(sender) = self.lock().remove(key) {
+            sender.send_modify(change);
+        }
+    }
+
     /// Whether anyone watches `key` now (the append path commits progress more often then).
     pub fn is_watched(&self, key: &str) -> bool {
         self.lock()

@@ -14,9 +14,15 @@ pub struct LocalCluster {
 }
 
 /// Forgets a hub entry when its last watcher leaves.
-struct HubLease {
+pub(super) struct HubLease {
     hub: Arc<Hub<Status>>,
     key: String,
+}
+
+impl HubLease {
+    pub(super) fn new(hub: Arc<Hub<Status>>, key: String) -> HubLease {
+        HubLease { hub, key }
+    }
 }
 
 impl Drop for HubLease {
@@ -53,10 +59,7 @@ impl Cluster for LocalCluster {
         let receiver = self.hub.subscribe(&key, current.clone());
         Subscription {
             receiver,
-            _lease: Box::new(HubLease {
-                hub: self.hub.clone(),
-                key,
-            }),
+            _lease: Box::new(HubLease::new(self.hub.clone(), key)),
         }
     }
 

@@ -120,6 +120,17 @@ impl Locks {
         }
     }
 
+    /// Asks the holder (and waiters) of `id` here to stop for a request elsewhere (another
+    /// instance): as if a newer acquirer with `purpose` had registered. No-op if nobody here
+    /// holds or awaits it.
+    pub fn interrupt(&self, id: UploadId, purpose: Purpose) {
+        if let Some(entry) = self.map().get(&id) {
+            let elsewhere = CancellationToken::new();
+            elsewhere.cancel();
+            entry.register(&elsewhere, purpose);
+        }
+    }
+
     fn new_token(&self) -> CancellationToken {
         let token = CancellationToken::new();
         if self.stopping.load(Ordering::SeqCst) {

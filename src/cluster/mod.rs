@@ -1,19 +1,21 @@
 //! Who may append to an upload now, and who must hear of its progress.
 //!
 //! One instance needs only in-process locks and a publish/subscribe hub ([`LocalCluster`]).
-//! Many instances over one database need the same two things across processes (advisory
-//! locks, and notifications that feed each instance's hub); they are meant to implement the
-//! same trait, so the engine never knows which it has.
+//! Many instances over one PostgreSQL need the same two things across processes: advisory
+//! locks, and notifications that feed each instance's hub ([`PgCluster`]). Both implement one
+//! trait, so the engine never knows which it has.
 
 mod hub;
 mod local;
 mod locks;
+mod postgres;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::upload::model::{Status, UploadId};
 
 pub use local::LocalCluster;
+pub use postgres::PgCluster;
 
 /// Why a request takes an upload's lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,6 +34,8 @@ pub enum Stop {
     Removed,
     /// The server is shutting down.
     ShuttingDown,
+    /// The lock could not be taken or kept: the database that holds it is unreachable.
+    Unavailable,
 }
 
 #[async_trait::async_trait]

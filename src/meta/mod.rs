@@ -24,6 +24,27 @@ pub enum MetaError {
     OutOfRange(&'static str),
 }
 
+impl MetaError {
+    /// The database cannot be reached now (down, restarting, or no connection free in time),
+    /// as opposed to refusing a statement.
+    pub fn is_unavailable(&self) -> bool {
+        let MetaError::Sqlx(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            // SQLSTATE class 08 (connection exception), 57P01–57P03 (shutting down, starting).
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P0")),
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, MetaError>;
 
 #[async_trait::async_trait]

@@ -334,6 +334,7 @@ fn stopped(stop: Stop, received: u64) -> UploadError {
         Stop::Superseded => UploadError::Superseded { received },
         Stop::Removed => UploadError::Gone("deleted while this request was streaming"),
         Stop::ShuttingDown => UploadError::ShuttingDown { received },
+        Stop::Unavailable => UploadError::Unavailable { received },
     }
 }
 

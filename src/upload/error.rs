@@ -57,6 +57,8 @@ pub enum UploadError {
     TooManyClientAppends { limit: usize },
     #[error("the body arrived more slowly than the server accepts; what arrived is kept")]
     TooSlow { received: u64 },
+    #[error("the database that coordinates the instances cannot be reached; what this request stored is kept")]
+    Unavailable { received: u64 },
     #[error(transparent)]
     Storage(#[from] StoreError),
     #[error(transparent)]
@@ -66,6 +68,16 @@ pub enum UploadError {
 }
 
 impl UploadError {
+    /// The store, the database or the lock behind it cannot be reached now: worth a retry.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            UploadError::Unavailable { .. } => true,
+            UploadError::Storage(e) => e.is_unavailable(),
+            UploadError::Db(e) => e.is_unavailable(),
+            _ => false,
+        }
+    }
+
     /// The byte count a client resumes from, where the error knows it.
     pub fn received(&self) -> Option<u64> {
         match self {
@@ -79,6 +91,7 @@ impl UploadError {
             | UploadError::NotComplete { received }
             | UploadError::Superseded { received }
             | UploadError::ShuttingDown { received }
+            | UploadError::Unavailable { received }
             | UploadError::IdleTimeout { received }
             | UploadError::TooSlow { received } => Some(*received),
             UploadError::Sha256Mismatch { status, .. } => Some(status.received),

@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use uuid::Uuid;
 
 /// A random UUID v4, always written lowercase with hyphens. Knowing it is the capability.
@@ -15,6 +15,15 @@ pub struct UploadId(Uuid);
 impl UploadId {
     pub fn new_random() -> Self {
         UploadId(Uuid::new_v4())
+    }
+
+    /// A 64-bit key for the upload (a PostgreSQL advisory lock's): the id's first 8 bytes,
+    /// random in a v4 UUID.
+    pub fn lock_key(&self) -> i64 {
+        let bytes = self.0.as_bytes();
+        i64::from_be_bytes([
+            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+        ])
     }
 }
 
@@ -43,7 +52,7 @@ impl FromStr for UploadId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Uploading,

@@ -7,13 +7,24 @@ use tracing::warn;
 use std::time::SystemTime;
 
 use super::append::restore_hasher;
-use super::{checksum, Engine, Result, Status, Upload, UploadError};
+use super::{checksum, Engine, Result, State, Status, Upload, UploadError};
 
 impl Engine {
     /// Reconciles every unfinished upload; returns how many needed repair.
     pub async fn reconcile(&self) -> Result<usize> {
         let mut repaired = 0;
-        for upload in self.meta.unfinished().await? {
+        for listed in self.meta.unfinished().await? {
+            // Another instance may be appending to it (or repairing it) right now; once locked,
+            // read it again, as that one may have moved it since the list was read.
+            let Some(_guard) = self.cluster.try_lock(listed.id).await else {
+                continue;
+            };
+            let Some(upload) = self.meta.get(listed.id).await? else {
+                continue;
+            };
+            if upload.state != State::Uploading || upload.removed_at.is_some() {
+                continue;
+            }
             let before = (upload.received, upload.hash_state.clone());
             let mut upload = self.reconcile_one(upload).await?;
             if upload.is_all_in() {

@@ -1,0 +1,462 @@
+//! Many instances over one PostgreSQL: the local locks and hub, joined across processes.
+//!
+//! - **One append per upload in the cluster.** A holder keeps a session advisory lock on the
+//!   upload, taken on this instance's one lock connection (a session holds any number of
+//!   them, so 256 appends need one connection, not 256). A newcomer that finds it held sends
+//!   a stop notice; the holder's instance cancels it as a newer local request would, the
+//!   holder commits and lets go, and its release notice wakes the newcomer. A holder whose
+//!   instance died loses its lock with its connection.
+//! - **Progress everywhere.** Every publish is also a notice; each instance listens on one
+//!   connection and moves its own hub forward, which serves its own watchers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnection, PgListener};
+use sqlx::Connection;
+use tokio::sync::{mpsc, Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::hub::Hub;
+use super::local::HubLease;
+use super::locks::{Holder, Locks};
+use super::{Cluster, Guard, Held, Purpose, Stop, Subscription};
+use crate::upload::model::{State, Status, UploadId};
+
+const PROGRESS: &str = "resumable_progress";
+const STOP: &str = "resumable_stop";
+const RELEASED: &str = "resumable_released";
+
+/// How long a newcomer waits between tries when no release notice comes (its holder's
+/// instance died, or the notice was lost), and how often it repeats its stop notice.
+const RETRY: Duration = Duration::from_millis(100);
+const ASK_AGAIN: Duration = Duration::from_secs(1);
+
+/// Notices waiting to be sent; past this, progress notices are dropped (a later one carries
+/// the news) rather than held without bound while the database is away.
+const OUTBOX: usize = 10_000;
+
+pub struct PgCluster {
+    /// Tells this instance's notices from the others'.
+    instance: String,
+    locks: Arc<Locks>,
+    hub: Arc<Hub<Status>>,
+    session: Arc<Session>,
+    outbox: mpsc::Sender<(&'static str, String)>,
+    /// Woken by every release notice, from any instance.
+    released: Arc<Notify>,
+}
+
+impl PgCluster {
+    /// Connects the lock session, the listener and the sender of notices to `url`.
+    pub async fn connect(url: &str) -> Result<PgCluster, sqlx::Error> {
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        let session = Arc::new(Session::connect(url).await?);
+        let locks = Arc::new(Locks::default());
+        let hub = Arc::new(Hub::default());
+        let released = Arc::new(Notify::new());
+        let mut listener = PgListener::connect(url).await?;
+        listener.listen_all([PROGRESS, STOP, RELEASED]).await?;
+        let inbox = Inbox {
+            instance: instance.clone(),
+            locks: locks.clone(),
+            hub: hub.clone(),
+            released: released.clone(),
+        };
+        tokio::spawn(inbox.run(listener));
+        let (outbox, pending) = mpsc::channel(OUTBOX);
+        tokio::spawn(send_notices(url.to_owned(), pending));
+        info!(instance, "joined the cluster");
+        Ok(PgCluster {
+            instance,
+            locks,
+            hub,
+            session,
+            outbox,
+            released,
+        })
+    }
+
+    fn notify(&self, channel: &'static str, payload: String) {
+        if self.outbox.try_send((channel, payload)).is_err() {
+            warn!(channel, "notice dropped: the database is behind or away");
+        }
+    }
+
+    fn ask_to_stop(&self, id: UploadId, purpose: Purpose) {
+        let purpose = match purpose {
+            Purpose::Append => "append",
+            Purpose::Remove => "remove",
+        };
+        self.notify(STOP, format!("{} {id} {purpose}", self.instance));
+    }
+
+    /// A guard over the local holder alone: told to stop, for `why`.
+    fn refused(holder: Holder, why: Option<Stop>) -> Guard {
+        if why.is_some() {
+            holder.cancel.cancel();
+        }
+        Guard::new(PgHeld {
+            holder,
+            _lock: None,
+            why,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Cluster for PgCluster {
+    async fn lock(&self, id: UploadId, purpose: Purpose) -> Guard {
+        let holder = self.locks.acquire(id, purpose).await;
+        let key = id.lock_key();
+        let mut asked: Option<Instant> = None;
+        loop {
+            // A newer request here, a stop notice, or shutdown: the caller finds out why.
+            if holder.cancel.is_cancelled() {
+                return Self::refused(holder, None);
+            }
+            let released = self.released.notified();
+            match self.session.try_lock(key).await {
+                Ok(Some(generation)) => {
+                    let lock = Some(SessionLock {
+                        session: self.session.clone(),
+                        outbox: self.outbox.clone(),
+                        id,
+                        generation,
+                    });
+                    return Guard::new(PgHeld {
+                        holder,
+                        _lock: lock,
+                        why: None,
+                    });
+                }
+                Ok(None) => {
+                    if asked.is_none_or(|at| at.elapsed() >= ASK_AGAIN) {
+                        self.ask_to_stop(id, purpose);
+                        asked = Some(Instant::now());
+                    }
+                    tokio::select! {
+                        _ = released => {}
+                        _ = tokio::time::sleep(RETRY) => {}
+                        _ = holder.cancel.cancelled() => {}
+                    }
+                }
+                Err(e) => {
+                    warn!(upload = %id, error = %e, "cannot take the upload's lock");
+                    return Self::refused(holder, Some(Stop::Unavailable));
+                }
+            }
+        }
+    }
+
+    async fn try_lock(&self, id: UploadId) -> Option<Guard> {
+        let holder = self.locks.try_acquire(id)?;
+        let generation = self.session.try_lock(id.lock_key()).await.ok()??;
+        let lock = Some(SessionLock {
+            session: self.session.clone(),
+            outbox: self.outbox.clone(),
+            id,
+            generation,
+        });
+        Some(Guard::new(PgHeld {
+            holder,
+            _lock: lock,
+            why: None,
+        }))
+    }
+
+    fn stop_all(&self) {
+        self.locks.cancel_all();
+    }
+
+    fn publish(&self, status: &Status) {
+        self.hub.publish(&status.id, status.clone());
+        self.notify(PROGRESS, Progress::of(&self.instance, status).encode());
+    }
+
+    fn close(&self, last: Status) {
+        let notice = Progress::of(&self.instance, &last).encode();
+        self.hub.close(&last.id.clone(), last);
+        self.notify(PROGRESS, notice);
+    }
+
+    fn subscribe(&self, current: &Status) -> Subscription {
+        let key = current.id.clone();
+        let receiver = self.hub.subscribe(&key, current.clone());
+        Subscription {
+            receiver,
+            _lease: Box::new(HubLease::new(self.hub.clone(), key)),
+        }
+    }
+
+    fn update(&self, id: &str, change: &mut dyn FnMut(&mut Status) -> bool) {
+        self.hub.update(id, change);
+    }
+
+    fn is_watched(&self, id: &str) -> bool {
+        self.hub.is_watched(id)
+    }
+}
+
+/// The local holder, and the cluster-wide lock once taken.
+struct PgHeld {
+    holder: Holder,
+    _lock: Option<SessionLock>,
+    /// Set when the lock could not be taken.
+    why: Option<Stop>,
+}
+
+impl Held for PgHeld {
+    fn cancel(&self) -> &CancellationToken {
+        &self.holder.cancel
+    }
+
+    fn stop_reason(&self) -> Option<Stop> {
+        self.why.or_else(|| self.holder.stop_reason())
+    }
+}
+
+/// An advisory lock held on the lock session; let go (and announced) when dropped.
+struct SessionLock {
+    session: Arc<Session>,
+    outbox: mpsc::Sender<(&'static str, String)>,
+    id: UploadId,
+    generation: u64,
+}
+
+impl Drop for SessionLock {
+    fn drop(&mut self) {
+        let (session, outbox) = (self.session.clone(), self.outbox.clone());
+        let (id, generation) = (self.id, self.generation);
+        // Locks on one session stack: a local newcomer that takes it before this unlock runs
+        // holds it once more, and keeps it after.
+        tokio::spawn(async move {
+            session.unlock(id.lock_key(), generation).await;
+            let _ = outbox.send((RELEASED, id.to_string())).await;
+        });
+    }
+}
+
+/// The one connection this instance's advisory locks live on. Its generation moves when it
+/// is lost (with every lock on it), so that unlocks meant for the old one are not sent.
+struct Session {
+    url: String,
+    conn: Mutex<Option<PgConnection>>,
+    generation: AtomicU64,
+}
+
+impl Session {
+    async fn connect(url: &str) -> Result<Session, sqlx::Error> {
+        Ok(Session {
+            url: url.to_owned(),
+            conn: Mutex::new(Some(PgConnection::connect(url).await?)),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// Takes the lock if free: `Some(generation)` of the session that holds it.
+    async fn try_lock(&self, key: i64) -> Result<Option<u64>, sqlx::Error> {
+        let mut conn = self.conn.lock().await;
+        if conn.is_none() {
+            *conn = Some(PgConnection::connect(&self.url).await?);
+        }
+        let Some(live) = conn.as_mut() else {
+            return Ok(None);
+        };
+        let taken = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(live)
+            .await;
+        match taken {
+            Ok(taken) => Ok(taken.then(|| self.generation.load(Ordering::SeqCst))),
+            Err(e) => {
+                self.lose(&mut conn);
+                Err(e)
+            }
+        }
+    }
+
+    async fn unlock(&self, key: i64, generation: u64) {
+        let mut conn = self.conn.lock().await;
+        if generation != self.generation.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(live) = conn.as_mut() else {
+            return;
+        };
+        let done = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(key)
+            .execute(live)
+            .await;
+        if let Err(e) = done {
+            warn!(error = %e, "lost the lock connection");
+            self.lose(&mut conn);
+        }
+    }
+
+    /// Forgets a broken connection; its locks went with it.
+    fn lose(&self, conn: &mut Option<PgConnection>) {
+        *conn = None;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// What a progress notice carries: enough to move a watcher's status forward.
+#[derive(Debug, Serialize, Deserialize)]
+struct Progress {
+    from: String,
+    id: String,
+    received: u64,
+    state: State,
+    size: Option<u64>,
+    /// Unix milliseconds.
+    updated: u64,
+    expires: Option<u64>,
+    sha256: Option<String>,
+    removed: Option<String>,
+}
+
+impl Progress {
+    fn of(instance: &str, status: &Status) -> Progress {
+        Progress {
+            from: instance.to_owned(),
+            id: status.id.clone(),
+            received: status.received,
+            state: status.state,
+            size: status.size,
+            updated: millis(status.updated_at),
+            expires: status.expires_at.map(millis),
+            sha256: status.sha256.clone(),
+            removed: status.removed.clone(),
+        }
+    }
+
+    fn encode(&self) -> String {
+        // Only numbers, an id, a state and a digest: well under NOTIFY's 8,000 bytes.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Moves `current` forward to this notice, never back; whether it changed.
+    fn apply(&self, current: &mut Status) -> bool {
+        let newer = self.received > current.received
+            || (current.state == State::Uploading && self.state != State::Uploading)
+            || (current.size.is_none() && self.size.is_some());
+        if newer {
+            current.received = self.received;
+            current.state = self.state;
+            current.size = self.size;
+            current.updated_at = UNIX_EPOCH + Duration::from_millis(self.updated);
+            current.expires_at = self
+                .expires
+                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+            current.sha256.clone_from(&self.sha256);
+        }
+        newer
+    }
+}
+
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Notices from every instance, applied here.
+struct Inbox {
+    instance: String,
+    locks: Arc<Locks>,
+    hub: Arc<Hub<Status>>,
+    released: Arc<Notify>,
+}
+
+impl Inbox {
+    /// Listens until the process ends; a lost connection is made again (and the channels
+    /// listened to again) by the listener itself on the next receive.
+    async fn run(self, mut listener: PgListener) {
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notice)) => self.handle(notice.channel(), notice.payload()),
+                Ok(None) => warn!("lost the notice connection; listening again"),
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for notices; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    fn handle(&self, channel: &str, payload: &str) {
+        match channel {
+            PROGRESS => self.progress(payload),
+            STOP => self.stop(payload),
+            RELEASED => self.released.notify_waiters(),
+            _ => {}
+        }
+    }
+
+    fn progress(&self, payload: &str) {
+        let Ok(progress) = serde_json::from_str::<Progress>(payload) else {
+            return;
+        };
+        if progress.from == self.instance {
+            return;
+        }
+        match &progress.removed {
+            Some(reason) => self.hub.close_with(&progress.id, |current| {
+                progress.apply(current);
+                current.removed = Some(reason.clone());
+            }),
+            None => self
+                .hub
+                .update(&progress.id, |current| progress.apply(current)),
+        }
+    }
+
+    /// `<instance> <id> <append|remove>`: a request on another instance wants the upload.
+    fn stop(&self, payload: &str) {
+        let mut words = payload.split(' ');
+        let (Some(from), Some(id), Some(purpose)) = (words.next(), words.next(), words.next())
+        else {
+            return;
+        };
+        let (Ok(id), false) = (id.parse::<UploadId>(), from == self.instance) else {
+            return;
+        };
+        let purpose = match purpose {
+            "remove" => Purpose::Remove,
+            _ => Purpose::Append,
+        };
+        self.locks.interrupt(id, purpose);
+    }
+}
+
+/// Sends notices in the order they were made, on a connection of their own (made again
+/// when lost; a notice that fails twice is dropped: a later one carries the news).
+async fn send_notices(url: String, mut pending: mpsc::Receiver<(&'static str, String)>) {
+    let mut conn: Option<PgConnection> = None;
+    while let Some((channel, payload)) = pending.recv().await {
+        for _ in 0..2 {
+            if conn.is_none() {
+                conn = PgConnection::connect(&url).await.ok();
+            }
+            let Some(live) = conn.as_mut() else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let sent = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(&payload)
+                .execute(live)
+                .await;
+            match sent {
+                Ok(_) => break,
+                Err(e) => {
+                    warn!(error = %e, "sending a notice failed");
+                    conn = None;
+                }
+            }
+        }
+    }
+}
