@@ -47,8 +47,10 @@ async fn an_upload_the_store_could_not_complete_is_sealed_once_the_store_is_back
     );
 
     // A sweep has run since (it expired the idle upload) and tried to seal it: still there.
+    // Each sealing attempt while the store is down first waits out its client's retries
+    // (up to 10 s), hence the long waits.
     eventually(
-        Duration::from_secs(15),
+        Duration::from_secs(60),
         "a sweep to expire the idle upload",
         || async { metric(&server, "resumable_uploads_expired_total").await >= 1.0 },
     )
@@ -63,7 +65,7 @@ async fn an_upload_the_store_could_not_complete_is_sealed_once_the_store_is_back
     // The store back, the sweep seals it: no client comes back for it.
     server.garage_mut().start_again();
     eventually(
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         "the upload to be sealed",
         || async { status(&server, &id).await["state"] == "complete" },
     )
