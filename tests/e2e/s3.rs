@@ -119,7 +119,8 @@ async fn resume_to_the_end(
 async fn an_upload_in_1_mib_patches_ends_as_one_object_with_nothing_left_behind() {
     let garage = Garage::start();
     let server = start_server(&garage);
-    let size = 20 * MIB;
+    // 100 bodies, 20 parts: each part is grown from tails over five PATCHes.
+    let size = 100 * MIB;
     let bytes = data(size, 301);
     let id = create_id(&server, size).await;
     // Each body ends in a tail; the tails grow into 5M parts.
@@ -128,7 +129,8 @@ async fn an_upload_in_1_mib_patches_ends_as_one_object_with_nothing_left_behind(
     }
     assert_complete(&server, &id, &bytes).await;
 
-    let (start, end) = (6_291_456usize, 7_340_031usize);
+    // Across the boundary between the first two parts, each made of five tails.
+    let (start, end) = (4 * MIB + MIB / 2, 6 * MIB - 1);
     let response = client()
         .get(server.url(&format!("/uploads/{id}/content")))
         .header("Range", format!("bytes={start}-{end}"))
@@ -171,6 +173,39 @@ async fn one_body_of_several_parts_then_the_last_mib_completes() {
         "received 12 MiB but parts and tail hold {held} bytes"
     );
     let status = append(&server, &id, &bytes, 12 * MIB, size).await;
+    assert_eq!(status["state"], "complete", "{status}");
+    assert_complete(&server, &id, &bytes).await;
+    assert_only_the_object(&garage, &id, size).await;
+}
+
+#[tokio::test]
+async fn one_64_mib_body_goes_up_as_twelve_parts_and_a_tail_then_the_rest_completes() {
+    let garage = Garage::start();
+    let server = start_server(&garage);
+    let size = 100 * MIB;
+    let bytes = data(size, 309);
+    let id = create_id(&server, size).await;
+    append(&server, &id, &bytes, 0, 64 * MIB).await;
+    // 64 MiB in 5 MiB parts: twelve parts (60 MiB) went up while the body streamed, and the
+    // 4 MiB after them became the tail when it ended, the only object so far.
+    let tail = tail_key(&id, 12);
+    garage
+        .wait_for("twelve parts and a 4 MiB tail from the one body", |g| {
+            let (counts, leftover) = (g.counts(), g.key(&tail));
+            if counts.unfinished_multipart_uploads == 1
+                && counts.unfinished_multipart_parts == 12
+                && counts.unfinished_multipart_bytes == 60 * MIB as u64
+                && counts.objects == 1
+                && leftover.live == Some(4 * MIB as u64)
+            {
+                Ok(())
+            } else {
+                Err(format!("{counts:?}, {tail}: {leftover:?}"))
+            }
+        })
+        .await;
+    // The rest starts from the tail read back: 36 MiB more, 20 parts in all.
+    let status = append(&server, &id, &bytes, 64 * MIB, size).await;
     assert_eq!(status["state"], "complete", "{status}");
     assert_complete(&server, &id, &bytes).await;
     assert_only_the_object(&garage, &id, size).await;
