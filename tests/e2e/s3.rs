@@ -212,6 +212,50 @@ async fn one_64_mib_body_goes_up_as_twelve_parts_and_a_tail_then_the_rest_comple
 }
 
 #[tokio::test]
+async fn a_tail_a_part_took_in_does_not_stay_in_the_bucket_while_the_upload_goes_on() {
+    let garage = Garage::start();
+    let server = start_server(&garage);
+    let size = 40 * MIB;
+    let bytes = data(size, 310);
+    let id = create_id(&server, size).await;
+    // Every 1 MiB body ends short of a part, so it leaves a tail `<id>.tail/<parts>`. Once a
+    // later commit has moved that tail's bytes into a part, nothing will read it again: the
+    // bucket may hold the committed tail and, until the next append, the one before it, but
+    // not one per part, which would store most of a long upload twice until its end.
+    for offset in (0..32 * MIB).step_by(MIB) {
+        append(&server, &id, &bytes, offset, offset + MIB).await;
+        garage
+            .wait_for("at most the committed tail and the one it replaced", |g| {
+                let counts = g.counts();
+                if counts.objects <= 2 {
+                    Ok(())
+                } else {
+                    Err(format!("after {} MiB: {counts:?}", (offset + MIB) / MIB))
+                }
+            })
+            .await;
+    }
+    // 32 MiB: six parts, and 2 MiB in the tail after them, which is all the bucket holds.
+    let tail = tail_key(&id, 6);
+    garage
+        .wait_for("six parts and only the 2 MiB tail", |g| {
+            let (counts, committed) = (g.counts(), g.key(&tail));
+            if counts.unfinished_multipart_parts == 6
+                && counts.objects == 1
+                && committed.live == Some(2 * MIB as u64)
+            {
+                Ok(())
+            } else {
+                Err(format!("{counts:?}, {tail}: {committed:?}"))
+            }
+        })
+        .await;
+    append(&server, &id, &bytes, 32 * MIB, size).await;
+    assert_complete(&server, &id, &bytes).await;
+    assert_only_the_object(&garage, &id, size).await;
+}
+
+#[tokio::test]
 async fn a_body_cut_mid_part_keeps_what_the_store_made_durable_and_resumes() {
     let garage = Garage::start();
     let server = start_server(&garage);
