@@ -3,6 +3,8 @@
 //! the unchanged HTTP API, and then looks in the bucket: a finished upload is the one object
 //! `PREFIX/<id>`, with no tail object `PREFIX/<id>.tail/<n>` and no multipart upload left behind.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use crate::garage::Garage;
@@ -13,9 +15,20 @@ const PREFIX: &str = "incoming";
 
 /// The server, keeping its bytes in `garage`'s bucket under `incoming/` in 5M parts.
 fn start_server(garage: &Garage) -> TestServer {
+    start_server_with(garage, &[])
+}
+
+/// `start_server` with more environment, which a restart may change (`TestServer::set_env`)
+/// where a flag could not.
+fn start_server_with(garage: &Garage, more_envs: &[(&str, &str)]) -> TestServer {
     let mut args = garage.server_args(PREFIX);
     args.extend(["--s3-part-size".to_owned(), "5M".to_owned()]);
-    let envs = garage.server_envs();
+    let mut envs = garage.server_envs();
+    envs.extend(
+        more_envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     TestServer::start_with(&args, &envs)
@@ -355,6 +368,140 @@ async fn deleting_an_unfinished_upload_aborts_its_parts_and_removes_its_tail() {
             }
         })
         .await;
+}
+
+/// The answer to `GET /uploads/<id>`: 200, or 410 once removed, or 404 once forgotten.
+async fn status_code(server: &TestServer, id: &str) -> u16 {
+    client()
+        .get(server.url(&format!("/uploads/{id}")))
+        .send()
+        .await
+        .expect("status")
+        .status()
+        .as_u16()
+}
+
+/// Waits until the server has expired `count` uploads in all (each is counted as its
+/// expiry sweep removes it, whether or not the store could then delete its bytes).
+async fn wait_expired(server: &TestServer, count: u64) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{count} uploads expired"),
+        || async { metric(server, "resumable_uploads_expired_total").await == count as f64 },
+    )
+    .await;
+}
+
+/// An unfinished upload of 20 MiB with 8 MiB committed: one 5 MiB part in a multipart upload
+/// and 3 MiB in the tail `<id>.tail/1`. It was last appended to under a 2 s `--expire-after`
+/// (the server is restarted for it: an upload's expiry is fixed by its last append, and a
+/// long one first lets the test look in the bucket at leisure), and tombstones are forgotten
+/// 1 s after their removal. Returns the upload's id.
+async fn an_upload_soon_to_expire(garage: &Garage, server: &mut TestServer, seed: u64) -> String {
+    let size = 20 * MIB;
+    let bytes = data(size, seed);
+    let id = create_id(server, size).await;
+    append(server, &id, &bytes, 0, 7 * MIB).await;
+    let tail = tail_key(&id, 1);
+    garage
+        .wait_for("a part and a tail in the store", |g| {
+            let (counts, leftover) = (g.counts(), g.key(&tail));
+            if counts.unfinished_multipart_uploads == 1
+                && counts.unfinished_multipart_parts == 1
+                && leftover.live == Some(2 * MIB as u64)
+            {
+                Ok(())
+            } else {
+                Err(format!("{counts:?}, {tail}: {leftover:?}"))
+            }
+        })
+        .await;
+    // Swept every 0.5 s (a quarter of the expiry).
+    server.set_env("RESUMABLE_EXPIRE_AFTER", Some("2s"));
+    server.set_env("RESUMABLE_FORGET_AFTER", Some("1s"));
+    server.restart();
+    append(server, &id, &bytes, 7 * MIB, 8 * MIB).await;
+    id
+}
+
+/// Waits until nothing of the upload `id` is left in the bucket (the test's only upload with
+/// bytes): no object, no tail, no multipart upload.
+async fn assert_nothing_left(garage: &Garage, id: &str) {
+    let (object, tail) = (object_key(id), tail_key(id, 1));
+    garage
+        .wait_for("nothing left of the removed upload", |g| {
+            let counts = g.counts();
+            let (finished, leftover) = (g.key(&object), g.key(&tail));
+            if counts.objects == 0
+                && counts.unfinished_uploads == 0
+                && counts.unfinished_multipart_uploads == 0
+                && finished.live.is_none()
+                && finished.uploading == 0
+                && leftover.live.is_none()
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{counts:?}, {object}: {finished:?}, {tail}: {leftover:?}"
+                ))
+            }
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn an_expired_upload_leaves_no_part_tail_or_object_and_is_then_forgotten() {
+    let garage = Garage::start();
+    let mut server = start_server_with(&garage, &[("RESUMABLE_EXPIRE_AFTER", "1h")]);
+    let id = an_upload_soon_to_expire(&garage, &mut server, 311).await;
+
+    wait_expired(&server, 1).await;
+    assert_nothing_left(&garage, &id).await;
+    let code = status_code(&server, &id).await;
+    assert!(code == 410 || code == 404, "status after expiry: {code}");
+    eventually(
+        Duration::from_secs(30),
+        "the expired upload to be forgotten (404)",
+        || async { status_code(&server, &id).await == 404 },
+    )
+    .await;
+    assert_nothing_left(&garage, &id).await;
+}
+
+#[tokio::test]
+async fn an_upload_expired_while_the_store_is_down_is_remembered_until_its_bytes_are_gone() {
+    let mut garage = Garage::start();
+    let mut server = start_server_with(&garage, &[("RESUMABLE_EXPIRE_AFTER", "1h")]);
+    let id = an_upload_soon_to_expire(&garage, &mut server, 312).await;
+
+    garage.stop();
+    // Removed (410), but its parts and tail could not be: they stay owed.
+    wait_expired(&server, 1).await;
+    assert_eq!(status_code(&server, &id).await, 410);
+    // Two more uploads (no bytes, so they need no store to be created), each created once
+    // the one before is removed, expire one after the other. The first one's expiry sweep
+    // starts more than --forget-after after the removal above; the second one cannot expire
+    // in that same sweep (it was not due when the sweep looked), so once it has, that sweep
+    // has run to its end, forgetting every tombstone it may.
+    for expired in 2..=3 {
+        create_id(&server, MIB).await;
+        wait_expired(&server, expired).await;
+    }
+    assert_eq!(
+        status_code(&server, &id).await,
+        410,
+        "forgotten while its multipart upload and tail are still in the store"
+    );
+
+    // The sweep retries the removal once the store is back, and only then forgets.
+    garage.start_again();
+    assert_nothing_left(&garage, &id).await;
+    eventually(
+        Duration::from_secs(30),
+        "the expired upload to be forgotten (404) once its bytes are gone",
+        || async { status_code(&server, &id).await == 404 },
+    )
+    .await;
 }
 
 #[tokio::test]
