@@ -505,6 +505,44 @@ async fn an_upload_expired_while_the_store_is_down_is_remembered_until_its_bytes
 }
 
 #[tokio::test]
+async fn an_expiry_cut_short_after_the_abort_is_finished_after_a_restart() {
+    let garage = Garage::start();
+    let mut server = start_server_with(&garage, &[("RESUMABLE_EXPIRE_AFTER", "1h")]);
+    // From the restart for the short expiry on, the server dies once the expiry has aborted
+    // the multipart upload, before the tail and the object are removed.
+    server.set_env("RESUMABLE_FAULT_POINT", Some("s3-remove-after-abort"));
+    let id = an_upload_soon_to_expire(&garage, &mut server, 314).await;
+    server.wait_exited().await;
+    let (object, tail) = (object_key(&id), tail_key(&id, 1));
+    garage
+        .wait_for("the multipart upload aborted, the tail still there", |g| {
+            let counts = g.counts();
+            let (finished, leftover) = (g.key(&object), g.key(&tail));
+            if counts.unfinished_uploads == 0
+                && counts.unfinished_multipart_uploads == 0
+                && finished.uploading == 0
+                && counts.objects == 1
+                && leftover.live == Some(3 * MIB as u64)
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{counts:?}, {object}: {finished:?}, {tail}: {leftover:?}"
+                ))
+            }
+        })
+        .await;
+
+    // The removal is owed: the restarted server's sweep aborts again (the store no longer
+    // knows the upload) and removes the rest.
+    server.set_env("RESUMABLE_FAULT_POINT", None);
+    server.restart();
+    assert_nothing_left(&garage, &id).await;
+    let code = status_code(&server, &id).await;
+    assert!(code == 410 || code == 404, "status after expiry: {code}");
+}
+
+#[tokio::test]
 async fn a_store_that_goes_away_answers_503_and_the_upload_resumes_when_it_is_back() {
     let mut garage = Garage::start();
     let server = start_server(&garage);
