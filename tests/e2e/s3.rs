@@ -3,8 +3,12 @@
 //! the unchanged HTTP API, and then looks in the bucket: a finished upload is the one object
 //! `PREFIX/<id>`, with no tail object `PREFIX/<id>.tail/<n>` and no multipart upload left behind.
 
-use std::time::Duration;
+use std::io::Write as _;
+use std::ops::Range;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde_json::Value;
 
 use crate::garage::Garage;
@@ -630,4 +634,160 @@ async fn a_size_too_large_for_the_store_is_refused_at_creation() {
     assert_eq!(response.status(), 413);
     let fits = create(&server, "fits.bin", 600 << 30).await;
     assert_eq!(fits["state"], "uploading", "{fits}");
+}
+
+/// `data(len, seed)`'s bytes, a MiB at a time, so that a large upload never sits in memory:
+/// the same xorshift stream, and a piece is a whole number of its 8-byte steps.
+fn pieces(len: u64, seed: u64) -> impl Iterator<Item = Vec<u8>> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut left = len;
+    std::iter::from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        let n = left.min(MIB as u64) as usize;
+        let mut piece = Vec::with_capacity(n + 8);
+        while piece.len() < n {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            piece.extend_from_slice(&state.to_le_bytes());
+        }
+        piece.truncate(n);
+        left -= n as u64;
+        Some(piece)
+    })
+}
+
+/// What the thread that makes a large upload's bytes learnt on the way.
+struct Made {
+    /// Bytes handed to the request.
+    sent: u64,
+    /// Their SHA-256, in hex.
+    sha256: String,
+    /// The bytes of each range asked for.
+    ranges: Vec<Vec<u8>>,
+}
+
+/// Makes `pieces(len, seed)` on a thread of its own and hands them to the returned stream.
+/// `sha256sum` hashes them on the side (an unoptimised test build hashes at some 30 MB/s), and
+/// the bytes of each of `ranges` are kept for comparing downloads with.
+fn make_body(
+    len: u64,
+    seed: u64,
+    ranges: Vec<Range<u64>>,
+) -> (reqwest::Body, std::thread::JoinHandle<Made>) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let maker = std::thread::spawn(move || {
+        let mut sha = Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run sha256sum");
+        let mut hash_input = sha.stdin.take().expect("sha256sum's stdin");
+        let mut kept = vec![Vec::new(); ranges.len()];
+        let mut sent = 0u64;
+        for piece in pieces(len, seed) {
+            let end = sent + piece.len() as u64;
+            for (range, kept) in ranges.iter().zip(&mut kept) {
+                let (from, to) = (range.start.max(sent), range.end.min(end));
+                if from < to {
+                    kept.extend_from_slice(&piece[(from - sent) as usize..(to - sent) as usize]);
+                }
+            }
+            hash_input.write_all(&piece).expect("feed sha256sum");
+            if tx.blocking_send(Bytes::from(piece)).is_err() {
+                // The request ended before its body did.
+                break;
+            }
+            sent = end;
+        }
+        drop(hash_input);
+        let out = sha.wait_with_output().expect("sha256sum's answer");
+        let sha256 = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        Made {
+            sent,
+            sha256,
+            ranges: kept,
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let piece = rx.recv().await?;
+        Some((Ok::<_, std::io::Error>(piece), rx))
+    });
+    (reqwest::Body::wrap_stream(stream), maker)
+}
+
+#[tokio::test]
+#[ignore = "2 GiB: run with --ignored (CI runs it)"]
+async fn a_2_gib_upload_reads_back_by_range_at_its_start_across_a_part_boundary_and_at_its_end() {
+    const SEED: u64 = 313;
+    let sample = 3 * MIB + 5;
+    let streamed = pieces(sample as u64, SEED).collect::<Vec<_>>().concat();
+    assert!(
+        streamed == data(sample, SEED),
+        "the pieces are data()'s bytes"
+    );
+
+    let garage = Garage::start();
+    let server = start_server(&garage);
+    let size: u64 = 2 << 30;
+    let id = create_id(&server, size as usize).await;
+    // 2 GiB fits in 10,000 parts of 5 MiB, so the parts keep --s3-part-size: 410 of them.
+    let part = 5 * MIB as u64;
+    let boundary = 205 * part;
+    let kib = 1 << 10;
+    let ranges = vec![
+        0..64 * kib,
+        boundary - 32 * kib..boundary + 32 * kib,
+        size - 64 * kib..size,
+    ];
+    let (body, maker) = make_body(size, SEED, ranges.clone());
+    let started = Instant::now();
+    // One body, so every part is cut from a stream; without the support client's timeout,
+    // which an unoptimised server hashing 2 GiB outlasts.
+    let response = reqwest::Client::new()
+        .patch(server.url(&format!("/uploads/{id}")))
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Content-Length", size.to_string())
+        .body(body)
+        .send()
+        .await
+        .expect("the 2 GiB PATCH");
+    let code = response.status();
+    let text = response.text().await.expect("PATCH answer");
+    assert_eq!(code, 200, "{text}");
+    println!("2 GiB in one PATCH took {:?}", started.elapsed());
+    let made = maker.join().expect("the thread making the bytes");
+    assert_eq!(made.sent, size);
+    assert_eq!(made.sha256.len(), 64, "sha256sum printed {:?}", made.sha256);
+
+    let status = status(&server, &id).await;
+    assert_eq!(status["state"], "complete", "{status}");
+    assert_eq!(status["received"].as_u64(), Some(size));
+    assert_eq!(status["sha256"], made.sha256.as_str(), "{status}");
+
+    for (range, expected) in ranges.iter().zip(&made.ranges) {
+        let (start, end) = (range.start, range.end - 1);
+        let response = client()
+            .get(server.url(&format!("/uploads/{id}/content")))
+            .header("Range", format!("bytes={start}-{end}"))
+            .send()
+            .await
+            .expect("range download");
+        assert_eq!(response.status(), 206, "bytes={start}-{end}");
+        assert_eq!(
+            response.headers()["content-range"].to_str().unwrap(),
+            format!("bytes {start}-{end}/{size}")
+        );
+        let got = response.bytes().await.expect("range bytes");
+        assert_eq!(got.len(), expected.len(), "bytes={start}-{end}");
+        assert!(got == expected.as_slice(), "bytes={start}-{end} differ");
+    }
+    assert_only_the_object(&garage, &id, size as usize).await;
 }
