@@ -723,7 +723,6 @@ fn make_body(
 }
 
 #[tokio::test]
-#[ignore = "2 GiB: run with --ignored (CI runs it)"]
 async fn a_2_gib_upload_reads_back_by_range_at_its_start_across_a_part_boundary_and_at_its_end() {
     const SEED: u64 = 313;
     let sample = 3 * MIB + 5;
