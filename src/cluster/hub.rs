@@ -75,6 +75,11 @@ impl<T: Clone> Hub<T> {
         }
     }
 
+    /// Every key watched now.
+    pub fn keys(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// Whether anyone watches `key` now (the append path commits progress more often then).
     pub fn is_watched(&self, key: &str) -> bool {
         self.lock()

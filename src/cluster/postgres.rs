@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnection, PgListener};
-use sqlx::Connection;
+use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -55,6 +55,7 @@ impl PgCluster {
     pub async fn connect(url: &str) -> Result<PgCluster, sqlx::Error> {
         let instance = uuid::Uuid::new_v4().simple().to_string();
         let session = Arc::new(Session::connect(url).await?);
+        tokio::spawn(session.clone().keep());
         let locks = Arc::new(Locks::default());
         let hub = Arc::new(Hub::default());
         let released = Arc::new(Notify::new());
@@ -66,7 +67,7 @@ impl PgCluster {
             hub: hub.clone(),
             released: released.clone(),
         };
-        tokio::spawn(inbox.run(listener));
+        tokio::spawn(inbox.run(url.to_owned(), listener));
         let (outbox, pending) = mpsc::channel(OUTBOX);
         tokio::spawn(send_notices(url.to_owned(), pending));
         info!(instance, "joined the cluster");
@@ -94,16 +95,16 @@ impl PgCluster {
         self.notify(STOP, format!("{} {id} {purpose}", self.instance));
     }
 
-    /// A guard over the local holder alone: told to stop, for `why`.
-    fn refused(holder: Holder, why: Option<Stop>) -> Guard {
-        if why.is_some() {
-            holder.cancel.cancel();
-        }
-        Guard::new(PgHeld {
-            holder,
-            _lock: None,
-            why,
-        })
+    /// The guard over a lock the session just took.
+    fn held(&self, holder: Holder, id: UploadId, taken: Taken) -> Guard {
+        let lock = SessionLock {
+            session: self.session.clone(),
+            outbox: self.outbox.clone(),
+            id,
+            generation: taken.generation,
+            lost: taken.lost,
+        };
+        Guard::new(PgHeld::new(holder, Some(lock), None))
     }
 }
 
@@ -116,23 +117,11 @@ impl Cluster for PgCluster {
         loop {
             // A newer request here, a stop notice, or shutdown: the caller finds out why.
             if holder.cancel.is_cancelled() {
-                return Self::refused(holder, None);
+                return Guard::new(PgHeld::new(holder, None, None));
             }
             let released = self.released.notified();
             match self.session.try_lock(key).await {
-                Ok(Some(generation)) => {
-                    let lock = Some(SessionLock {
-                        session: self.session.clone(),
-                        outbox: self.outbox.clone(),
-                        id,
-                        generation,
-                    });
-                    return Guard::new(PgHeld {
-                        holder,
-                        _lock: lock,
-                        why: None,
-                    });
-                }
+                Ok(Some(taken)) => return self.held(holder, id, taken),
                 Ok(None) => {
                     if asked.is_none_or(|at| at.elapsed() >= ASK_AGAIN) {
                         self.ask_to_stop(id, purpose);
@@ -146,7 +135,8 @@ impl Cluster for PgCluster {
                 }
                 Err(e) => {
                     warn!(upload = %id, error = %e, "cannot take the upload's lock");
-                    return Self::refused(holder, Some(Stop::Unavailable));
+                    let why = Some(Stop::Unavailable);
+                    return Guard::new(PgHeld::new(holder, None, why));
                 }
             }
         }
@@ -154,18 +144,8 @@ impl Cluster for PgCluster {
 
     async fn try_lock(&self, id: UploadId) -> Option<Guard> {
         let holder = self.locks.try_acquire(id)?;
-        let generation = self.session.try_lock(id.lock_key()).await.ok()??;
-        let lock = Some(SessionLock {
-            session: self.session.clone(),
-            outbox: self.outbox.clone(),
-            id,
-            generation,
-        });
-        Some(Guard::new(PgHeld {
-            holder,
-            _lock: lock,
-            why: None,
-        }))
+        let taken = self.session.try_lock(id.lock_key()).await.ok()??;
+        Some(self.held(holder, id, taken))
     }
 
     fn stop_all(&self) {
@@ -207,16 +187,68 @@ struct PgHeld {
     _lock: Option<SessionLock>,
     /// Set when the lock could not be taken.
     why: Option<Stop>,
+    /// Cancelled with the holder's, or when the lock's connection is lost.
+    cancel: CancellationToken,
+    lost: CancellationToken,
+}
+
+impl PgHeld {
+    fn new(holder: Holder, lock: Option<SessionLock>, why: Option<Stop>) -> PgHeld {
+        let cancel = holder.cancel.child_token();
+        let lost = match &lock {
+            Some(lock) => lock.lost.clone(),
+            None => CancellationToken::new(),
+        };
+        if why.is_some() {
+            cancel.cancel();
+        }
+        let (watched, losing) = (cancel.clone(), lost.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = losing.cancelled() => watched.cancel(),
+                _ = watched.cancelled() => {}
+            }
+        });
+        PgHeld {
+            holder,
+            _lock: lock,
+            why,
+            cancel,
+            lost,
+        }
+    }
 }
 
 impl Held for PgHeld {
     fn cancel(&self) -> &CancellationToken {
-        &self.holder.cancel
+        &self.cancel
     }
 
     fn stop_reason(&self) -> Option<Stop> {
-        self.why.or_else(|| self.holder.stop_reason())
+        if self.why.is_some() {
+            return self.why;
+        }
+        // A newer request or shutdown says more than a lost lock.
+        let local = self.holder.stop_reason();
+        match local {
+            Some(_) => local,
+            None if self.lost.is_cancelled() => Some(Stop::Unavailable),
+            None => None,
+        }
     }
+}
+
+impl Drop for PgHeld {
+    fn drop(&mut self) {
+        // Ends the task that links the token to the lock's connection.
+        self.cancel.cancel();
+    }
+}
+
+/// A lock the session took: on which connection, and what tells of that connection's loss.
+struct Taken {
+    generation: u64,
+    lost: CancellationToken,
 }
 
 /// An advisory lock held on the lock session; let go (and announced) when dropped.
@@ -225,6 +257,8 @@ struct SessionLock {
     outbox: mpsc::Sender<(&'static str, String)>,
     id: UploadId,
     generation: u64,
+    /// Cancelled if the connection the lock lives on is lost.
+    lost: CancellationToken,
 }
 
 impl Drop for SessionLock {
@@ -246,7 +280,13 @@ struct Session {
     url: String,
     conn: Mutex<Option<PgConnection>>,
     generation: AtomicU64,
+    /// Cancelled when the current connection is found lost: its holders lost their locks.
+    lost: std::sync::Mutex<CancellationToken>,
 }
+
+/// How often the lock connection is checked, so that holders learn soon that their locks
+/// are gone (another instance may take the upload then).
+const CHECK: Duration = Duration::from_secs(1);
 
 impl Session {
     async fn connect(url: &str) -> Result<Session, sqlx::Error> {
@@ -254,11 +294,31 @@ impl Session {
             url: url.to_owned(),
             conn: Mutex::new(Some(PgConnection::connect(url).await?)),
             generation: AtomicU64::new(0),
+            lost: std::sync::Mutex::new(CancellationToken::new()),
         })
     }
 
-    /// Takes the lock if free: `Some(generation)` of the session that holds it.
-    async fn try_lock(&self, key: i64) -> Result<Option<u64>, sqlx::Error> {
+    /// Checks the connection every `CHECK` while the process runs.
+    async fn keep(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(CHECK).await;
+            let mut conn = self.conn.lock().await;
+            if let Some(live) = conn.as_mut() {
+                if let Err(e) = sqlx::query("SELECT 1").execute(live).await {
+                    warn!(error = %e, "lost the lock connection");
+                    self.lose(&mut conn);
+                }
+            }
+        }
+    }
+
+    /// What a lock taken now is tied to: cancelled if this connection is lost.
+    fn lost_token(&self) -> CancellationToken {
+        lock_ignoring_poison(&self.lost).clone()
+    }
+
+    /// Takes the lock if free, on the connection of that generation.
+    async fn try_lock(&self, key: i64) -> Result<Option<Taken>, sqlx::Error> {
         let mut conn = self.conn.lock().await;
         if conn.is_none() {
             *conn = Some(PgConnection::connect(&self.url).await?);
@@ -271,7 +331,10 @@ impl Session {
             .fetch_one(live)
             .await;
         match taken {
-            Ok(taken) => Ok(taken.then(|| self.generation.load(Ordering::SeqCst))),
+            Ok(taken) => Ok(taken.then(|| Taken {
+                generation: self.generation.load(Ordering::SeqCst),
+                lost: self.lost_token(),
+            })),
             Err(e) => {
                 self.lose(&mut conn);
                 Err(e)
@@ -297,10 +360,12 @@ impl Session {
         }
     }
 
-    /// Forgets a broken connection; its locks went with it.
+    /// Forgets a broken connection; its locks went with it, so their holders are told.
     fn lose(&self, conn: &mut Option<PgConnection>) {
         *conn = None;
         self.generation.fetch_add(1, Ordering::SeqCst);
+        let lost = std::mem::take(&mut *lock_ignoring_poison(&self.lost));
+        lost.cancel();
     }
 }
 
@@ -332,6 +397,28 @@ impl Progress {
             sha256: status.sha256.clone(),
             removed: status.removed.clone(),
         }
+    }
+
+    /// The stored state of a watched upload, as if a notice had brought it.
+    fn from_row(row: &sqlx::postgres::PgRow) -> Option<Progress> {
+        let number = |column: &str| -> Option<u64> {
+            u64::try_from(row.try_get::<i64, _>(column).ok()?).ok()
+        };
+        let maybe = |column: &str| -> Option<u64> {
+            u64::try_from(row.try_get::<Option<i64>, _>(column).ok()??).ok()
+        };
+        let state: String = row.try_get("state").ok()?;
+        Some(Progress {
+            from: String::new(),
+            id: row.try_get("id").ok()?,
+            received: number("received")?,
+            state: State::parse(&state)?,
+            size: maybe("size"),
+            updated: number("updated_at")?,
+            expires: maybe("expires_at"),
+            sha256: row.try_get("sha256").ok()?,
+            removed: row.try_get("removed_reason").ok()?,
+        })
     }
 
     fn encode(&self) -> String {
@@ -372,19 +459,62 @@ struct Inbox {
 }
 
 impl Inbox {
-    /// Listens until the process ends; a lost connection is made again (and the channels
-    /// listened to again) by the listener itself on the next receive.
-    async fn run(self, mut listener: PgListener) {
+    /// Listens until the process ends, listening again whenever the connection is lost.
+    async fn run(self, url: String, mut listener: PgListener) {
         loop {
             match listener.try_recv().await {
                 Ok(Some(notice)) => self.handle(notice.channel(), notice.payload()),
-                Ok(None) => warn!("lost the notice connection; listening again"),
+                Ok(None) => {
+                    warn!("lost the notice connection; listening again");
+                    listener = self.listen_again(&url).await;
+                }
                 Err(e) => {
-                    warn!(error = %e, "cannot listen for notices; retrying");
+                    warn!(error = %e, "lost the notice connection; listening again");
+                    listener = self.listen_again(&url).await;
+                }
+            }
+        }
+    }
+
+    /// A new listener, once the database answers again (tried every second), with every
+    /// upload watched here brought up to date: notices sent meanwhile were missed, and the
+    /// one missed may have been the last (a watcher would wait for it for ever).
+    async fn listen_again(&self, url: &str) -> PgListener {
+        loop {
+            match self.resynced(url).await {
+                Ok(listener) => {
+                    info!("listening for notices again");
+                    return listener;
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for notices yet");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }
+    }
+
+    async fn resynced(&self, url: &str) -> Result<PgListener, sqlx::Error> {
+        let mut listener = PgListener::connect(url).await?;
+        listener.listen_all([PROGRESS, STOP, RELEASED]).await?;
+        let watched = self.hub.keys();
+        if !watched.is_empty() {
+            let rows = sqlx::query(
+                "SELECT id, received, state, size, updated_at, expires_at, sha256, \
+                 removed_reason FROM uploads WHERE id = ANY($1)",
+            )
+            .bind(&watched)
+            .fetch_all(&mut listener)
+            .await?;
+            for row in &rows {
+                if let Some(progress) = Progress::from_row(row) {
+                    self.apply(&progress);
+                }
+            }
+        }
+        // Whoever waited for a release may have missed it too.
+        self.released.notify_waiters();
+        Ok(listener)
     }
 
     fn handle(&self, channel: &str, payload: &str) {
@@ -400,9 +530,12 @@ impl Inbox {
         let Ok(progress) = serde_json::from_str::<Progress>(payload) else {
             return;
         };
-        if progress.from == self.instance {
-            return;
+        if progress.from != self.instance {
+            self.apply(&progress);
         }
+    }
+
+    fn apply(&self, progress: &Progress) {
         match &progress.removed {
             Some(reason) => self.hub.close_with(&progress.id, |current| {
                 progress.apply(current);
@@ -459,4 +592,10 @@ async fn send_notices(url: String, mut pending: mpsc::Receiver<(&'static str, St
             }
         }
     }
+}
+
+fn lock_ignoring_poison<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -420,8 +420,7 @@ impl PartSink {
 
     /// Sends the full buffer as the next part (blocking: the sink runs on a blocking thread).
     fn put_part(&mut self) -> Result<()> {
-        let fresh = Vec::with_capacity(self.state.part_size as usize);
-        let part = Bytes::from(std::mem::replace(&mut self.filling, fresh));
+        let part = Bytes::from(std::mem::take(&mut self.filling));
         let key = self.store.key(&self.id);
         let (store, client) = (&self.store, &self.store.client);
         let upload = match self.state.upload.clone() {
@@ -438,16 +437,31 @@ impl PartSink {
             }
         };
         let (number, len) = (self.state.parts.len(), part.len());
-        let put = client.put_part(&key, &upload, number, PutPayload::from(part));
+        let put = client.put_part(&key, &upload, number, PutPayload::from(part.clone()));
         let put = store.metered(StoreOp::PutPart, len, put);
-        let part = self
+        let sent = self
             .handle
             .block_on(put)
             .map_err(failed("write a part of", &key))?;
-        self.state.parts.push(part.content_id);
+        self.state.parts.push(sent.content_id);
+        self.filling = reuse(part, self.state.part_size);
         // The tail's bytes are in this part now.
         self.durable_tail = 0;
         Ok(())
+    }
+}
+
+/// The buffer of a part the store has taken, emptied for the next one; a new one if the
+/// request kept a reference. Freed part-sized buffers linger in the allocator (and in RSS),
+/// so an append that reuses its one buffer stays at one part of memory.
+fn reuse(part: Bytes, part_size: u64) -> Vec<u8> {
+    match part.try_into_mut() {
+        Ok(buffer) => {
+            let mut buffer = Vec::from(buffer);
+            buffer.clear();
+            buffer
+        }
+        Err(_) => Vec::with_capacity(part_size as usize),
     }
 }
 

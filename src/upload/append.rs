@@ -211,6 +211,7 @@ impl Engine {
                     if due {
                         self.commit_checkpoint(shared, checkpoint).await;
                     }
+                    due
                 }
             })
             .await?;

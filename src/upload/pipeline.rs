@@ -53,7 +53,11 @@ pub enum End {
     TooSlow,
 }
 
+/// How long a checkpoint not committed waits before it is offered again.
+const OFFER_AGAIN: Duration = Duration::from_secs(1);
+
 /// Durable bytes the writer reports mid-stream.
+#[derive(Clone)]
 pub struct Checkpoint {
     pub received: u64,
     pub hash_state: Vec<u8>,
@@ -138,7 +142,7 @@ impl Pump {
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         F: FnMut(Checkpoint) -> Fut,
-        Fut: std::future::Future<Output = ()>,
+        Fut: std::future::Future<Output = bool>,
     {
         let mut line = Pipeline::new(self.sink, self.hasher, self.chunk, self.checkpoints);
         let jobs = self.jobs;
@@ -151,6 +155,13 @@ impl Pump {
         let rate_check = tokio::time::sleep(window.min(Duration::from_secs(365 * 86_400)));
         tokio::pin!(rate_check);
         let mut window_bytes = 0u64;
+        // A checkpoint the callback chose not to commit yet (it commits about once a second)
+        // is offered again after a while: else a body that stops right after it (a client
+        // gone quiet) would leave durable bytes uncounted, and unseen by watchers, until it
+        // ends.
+        let mut unsaved: Option<Checkpoint> = None;
+        let offer_again = tokio::time::sleep(Duration::from_secs(365 * 86_400));
+        tokio::pin!(offer_again);
         let end = loop {
             line.start_jobs(&jobs).await;
             tokio::select! {
@@ -158,11 +169,23 @@ impl Pump {
                 _ = cancel.cancelled() => break End::Cancelled,
                 done = line.next_done(), if line.busy() => {
                     if let Some(checkpoint) = line.finished(done?) {
-                        on_checkpoint(checkpoint).await;
+                        unsaved = None;
+                        if !on_checkpoint(checkpoint.clone()).await {
+                            unsaved = Some(checkpoint);
+                            offer_again.as_mut().reset(tokio::time::Instant::now() + OFFER_AGAIN);
+                        }
                     }
                     if line.failed() {
                         // The writer stopped on an error; it is reported below.
                         break End::Finished;
+                    }
+                }
+                () = &mut offer_again, if unsaved.is_some() => {
+                    if let Some(checkpoint) = unsaved.take() {
+                        if !on_checkpoint(checkpoint.clone()).await {
+                            unsaved = Some(checkpoint);
+                            offer_again.as_mut().reset(tokio::time::Instant::now() + OFFER_AGAIN);
+                        }
                     }
                 }
                 () = &mut idle => break End::Idle,

@@ -3,6 +3,7 @@
 
 use std::net::TcpStream;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -76,6 +77,11 @@ struct Fleet {
 
 impl Fleet {
     fn start(instances: usize) -> Fleet {
+        Fleet::start_with(instances, &[])
+    }
+
+    /// `instances` instances, each with `extra` flags too.
+    fn start_with(instances: usize, extra: &[&str]) -> Fleet {
         let pg = Postgres::start();
         let garage = Garage::start();
         let mut fleet = Fleet {
@@ -84,15 +90,16 @@ impl Fleet {
             servers: Vec::new(),
         };
         for _ in 0..instances {
-            let server = fleet.instance();
+            let server = fleet.instance(extra);
             fleet.servers.push(server);
         }
         fleet
     }
 
     /// One more instance on the shared database and bucket.
-    fn instance(&self) -> TestServer {
-        let mut args = self.pg.server_args();
+    fn instance(&self, extra: &[&str]) -> TestServer {
+        let mut args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        args.extend(self.pg.server_args());
         args.extend(self.garage.server_args(S3_PREFIX));
         args.extend(["--s3-part-size".to_owned(), "5M".to_owned()]);
         let envs = self.garage.server_envs();
@@ -127,23 +134,60 @@ async fn head_offset(server: &TestServer, id: &str) -> u64 {
         .expect("Upload-Offset")
 }
 
-/// Every progress event of an upload's SSE stream on `server`, until the stream ends.
-fn follow_events(server: &TestServer, id: &str) -> tokio::task::JoinHandle<Vec<Value>> {
-    let url = server.url(&format!("/uploads/{id}/events"));
-    tokio::spawn(async move {
-        let response = client().get(url).send().await.expect("events");
-        assert_eq!(response.status(), 200);
-        let mut text = String::new();
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk.expect("event bytes")));
-        }
-        text.split("\n\n")
-            .filter(|block| block.starts_with("event: progress"))
-            .filter_map(|block| block.lines().find_map(|l| l.strip_prefix("data: ")))
-            .map(json)
-            .collect()
-    })
+/// A watcher of an upload's SSE stream on one instance, keeping every progress event.
+struct Follower {
+    seen: Arc<Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Follower {
+    fn start(server: &TestServer, id: &str) -> Follower {
+        let url = server.url(&format!("/uploads/{id}/events"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let events = seen.clone();
+        let task = tokio::spawn(async move {
+            let response = client().get(url).send().await.expect("events");
+            assert_eq!(response.status(), 200);
+            let mut text = String::new();
+            let mut stream = response.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk.expect("event bytes")));
+                while let Some(end) = text.find("\n\n") {
+                    let block: String = text.drain(..end + 2).collect();
+                    let data = block.lines().find_map(|l| l.strip_prefix("data: "));
+                    if let (true, Some(data)) = (block.starts_with("event: progress"), data) {
+                        events.lock().expect("events").push(json(data));
+                    }
+                }
+            }
+        });
+        Follower { seen, task }
+    }
+
+    fn received(&self) -> Vec<u64> {
+        let seen = self.seen.lock().expect("events");
+        seen.iter().filter_map(|e| e["received"].as_u64()).collect()
+    }
+
+    /// Waits until the watcher has been told of `received` bytes.
+    async fn wait_for(&self, received: u64) {
+        eventually(
+            Duration::from_secs(30),
+            &format!("the watcher to see {received}"),
+            || async { self.received().contains(&received) },
+        )
+        .await;
+    }
+
+    /// Every event, once the stream has ended (after the final state).
+    async fn finish(self) -> Vec<Value> {
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the watcher's stream ends after the final state")
+            .expect("the watcher");
+        let seen = self.seen.lock().expect("events");
+        seen.clone()
+    }
 }
 
 /// The story of a user of many instances: created through A, appended through B, B killed in
@@ -155,7 +199,7 @@ async fn created_on_a_appended_on_b_killed_resumed_on_c_while_a_watches() {
     let size = 24 << 20;
     let bytes = data(size, 501);
     let id = id_of(&create(&fleet[0], "story.bin", size as u64).await);
-    let events = follow_events(&fleet[0], &id);
+    let watcher = Follower::start(&fleet[0], &id);
     wait_watchers(&fleet[0], "sse", 1).await;
 
     // B streams 16 MiB of a 24 MiB body: three 5M parts become durable, then B dies.
@@ -166,6 +210,8 @@ async fn created_on_a_appended_on_b_killed_resumed_on_c_while_a_watches() {
         || async { received(&fleet[2], &id).await >= 15 << 20 },
     )
     .await;
+    // The watcher on A hears live of what B committed.
+    watcher.wait_for(15 << 20).await;
     fleet.servers[1].kill9();
     drop(conn);
 
@@ -183,10 +229,7 @@ async fn created_on_a_appended_on_b_killed_resumed_on_c_while_a_watches() {
     assert_eq!(done["sha256"], sha_hex(&bytes));
     assert!(content(&fleet[0], &id).await == bytes, "the file differs");
 
-    let events = tokio::time::timeout(Duration::from_secs(10), events)
-        .await
-        .expect("the watcher's stream ends after the final state")
-        .expect("the watcher");
+    let events = watcher.finish().await;
     let received: Vec<u64> = events
         .iter()
         .filter_map(|e| e["received"].as_u64())
@@ -240,4 +283,173 @@ async fn a_patch_on_b_takes_over_a_stalled_one_on_a_at_once() {
         .expect("timeout");
     let (code, _, _) = read_answer(&mut stalled);
     assert!(code == 409 || code == 0, "the stalled request got {code}");
+}
+
+/// PostgreSQL crashes in the middle of an upload: requests answer 503 with Retry-After while
+/// it is gone, nothing acknowledged is lost, and every instance comes back by itself — its
+/// pool, its lock connection and its listener, so that a watcher on A goes on seeing the
+/// bytes B takes afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_restart_mid_upload_is_503_then_everything_carries_on() {
+    let mut fleet = Fleet::start(2);
+    let size = 12 << 20;
+    let bytes = data(size, 503);
+    let id = id_of(&create(&fleet[0], "restart.bin", size as u64).await);
+    let watcher = Follower::start(&fleet[0], &id);
+    wait_watchers(&fleet[0], "sse", 1).await;
+    let mib = 1 << 20;
+    assert_eq!(
+        patch(&fleet[1], &id, 0, bytes[..6 * mib].to_vec())
+            .await
+            .status(),
+        200
+    );
+
+    fleet.pg.stop();
+    let refused = patch(
+        &fleet[1],
+        &id,
+        6 * mib as u64,
+        bytes[6 * mib..9 * mib].to_vec(),
+    )
+    .await;
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.expect("503 body");
+    assert_eq!(body["error"], "storage_unavailable", "{body}");
+
+    fleet.pg.start_again();
+    eventually(Duration::from_secs(30), "B to answer again", || async {
+        client()
+            .head(fleet[1].url(&format!("/uploads/{id}")))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert_eq!(
+        head_offset(&fleet[1], &id).await,
+        6 * mib as u64,
+        "acknowledged bytes"
+    );
+    // B takes 3 MiB more: A's watcher must hear of it through A's new listener.
+    let more = patch(
+        &fleet[1],
+        &id,
+        6 * mib as u64,
+        bytes[6 * mib..9 * mib].to_vec(),
+    )
+    .await;
+    assert_eq!(more.status(), 200);
+    // A's watcher hears of it through A's new listener.
+    watcher.wait_for(9 * mib as u64).await;
+    let last = patch(&fleet[0], &id, 9 * mib as u64, bytes[9 * mib..].to_vec()).await;
+    assert_eq!(last.status(), 200);
+    let done: Value = last.json().await.expect("status");
+    assert_eq!(done["sha256"], sha_hex(&bytes));
+
+    let events = watcher.finish().await;
+    let received: Vec<u64> = events
+        .iter()
+        .filter_map(|e| e["received"].as_u64())
+        .collect();
+    assert!(
+        received.windows(2).all(|w| w[0] <= w[1]),
+        "not monotone: {received:?}"
+    );
+    assert_eq!(events.last().expect("events")["state"], "complete");
+}
+
+/// Expiry runs on every instance, yet each expired upload is removed once: its row and its
+/// bytes, counted once across the instances.
+#[tokio::test(flavor = "multi_thread")]
+async fn expiry_on_a_cluster_removes_each_upload_once() {
+    let fleet = Fleet::start_with(3, &["--expire-after", "1s"]);
+    let mut ids = Vec::new();
+    for n in 0..9 {
+        let server = &fleet[n % 3];
+        let id = id_of(&create(server, "idle.bin", 100).await);
+        assert_eq!(
+            patch(server, &id, 0, data(40, n as u64)).await.status(),
+            200
+        );
+        ids.push(id);
+    }
+    let expired = || async {
+        let mut total = 0.0;
+        for server in &fleet.servers {
+            total += metric(server, "resumable_uploads_expired_total").await;
+        }
+        total
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the sweeps to expire all nine",
+        || async { expired().await >= 9.0 },
+    )
+    .await;
+    fleet
+        .garage
+        .wait_for("no tail or object left", |g| {
+            let counts = g.counts();
+            (counts == Default::default())
+                .then_some(())
+                .ok_or(format!("{counts:?}"))
+        })
+        .await;
+    for id in &ids {
+        let answer = client()
+            .get(fleet[1].url(&format!("/uploads/{id}")))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(answer.status(), 410, "{id}");
+    }
+    assert_eq!(expired().await, 9.0, "an upload was expired twice");
+    let rows = fleet
+        .pg
+        .psql("SELECT count(*) FROM uploads WHERE removed_reason = 'expired'");
+    assert_eq!(rows, "9");
+}
+
+/// The database connections three instances hold stay bounded, whatever the load: appends
+/// share each instance's one lock connection, and watchers hold none.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_stay_bounded_with_32_appends_and_1000_watchers() {
+    let fleet = Fleet::start(3);
+    let size = 1 << 20;
+    let bytes = data(size, 504);
+    let mut ids = Vec::new();
+    for n in 0..32 {
+        ids.push(id_of(&create(&fleet[n % 3], "busy.bin", size as u64).await));
+    }
+    let mut watchers = Vec::new();
+    for n in 0..1000 {
+        let server = &fleet[n % 3];
+        let request = format!(
+            "GET /uploads/{}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            ids[n % 32]
+        );
+        watchers.push(send_raw(server.port, request.as_bytes()));
+    }
+    let mut appends = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        appends.push(open_patch(
+            fleet[n % 3].port,
+            id,
+            0,
+            size,
+            &bytes[..size / 2],
+        ));
+    }
+    for (i, server) in fleet.servers.iter().enumerate() {
+        let here = (0..32).filter(|n| n % 3 == i).count() as u64;
+        wait_appends_in_flight(server, here).await;
+    }
+    let held = fleet.pg.connections();
+    println!("PostgreSQL connections with 32 appends and 1000 watchers on 3 instances: {held}");
+    // Each instance: its pool (at most 16), its lock, listener and notice connections.
+    assert!(held <= 3 * (16 + 3), "{held} connections");
+    drop(appends);
+    drop(watchers);
 }
