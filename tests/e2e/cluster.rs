@@ -453,3 +453,55 @@ async fn connections_stay_bounded_with_32_appends_and_1000_watchers() {
     drop(appends);
     drop(watchers);
 }
+
+/// The crash test's invariants across instances: 30 SIGKILLs at random moments, each of a
+/// different instance than the last, with every check made through another instance.
+#[tokio::test(flavor = "multi_thread")]
+async fn thirty_kills_spread_over_three_instances_keep_received_honest() {
+    let mut fleet = Fleet::start(3);
+    crate::crash::kill_rounds(&mut fleet.servers, 30).await;
+}
+
+/// tus-js-client (the real one, from npm) stops after 8 MiB on A and resumes through B from
+/// the server's offset, not from zero.
+#[tokio::test(flavor = "multi_thread")]
+async fn tus_js_client_stopped_on_a_resumes_through_b() {
+    let fleet = Fleet::start(2);
+    let bytes = data((20 << 20) + 12_345, 505);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("file.bin");
+    std::fs::write(&file, &bytes).expect("write the file");
+    let tus_js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tus-js");
+    assert!(
+        tus_js.join("node_modules/tus-js-client").exists(),
+        "run `npm ci --prefix tests/tus-js` first (.ci/run does)"
+    );
+    let output = tokio::task::block_in_place(|| {
+        std::process::Command::new("node")
+            .arg(tus_js.join("run.mjs"))
+            .arg(fleet[0].url("/uploads"))
+            .arg("resume-elsewhere")
+            .arg(&file)
+            .arg(fleet[1].url("/uploads"))
+            .output()
+            .expect("node")
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result = json(stdout.lines().last().unwrap_or_default());
+    let url = result["url"].as_str().expect("url");
+    assert!(
+        url.starts_with(&fleet[1].base),
+        "resumed through B: {result}"
+    );
+    let first_patch = result["patches"][0].as_u64().expect("a PATCH on B");
+    assert!(first_patch >= 7 << 20, "it started over: {result}");
+    let id = url.rsplit('/').next().expect("id");
+    let done = status(&fleet[0], id).await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert_eq!(done["sha256"], sha_hex(&bytes));
+}

@@ -71,74 +71,88 @@ on_each_store! {
     #[tokio::test(flavor = "multi_thread")]
     async fn kills_mid_append_never_lose_confirmed_bytes_nor_invent_unsent_ones(store: Store) {
         let mut server = TestServer::start_on(store);
-        let bytes = Arc::new(data(SIZE, 99));
-        let id = create(&server, "crash.bin", SIZE as u64).await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let mut rng = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move |bound: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % bound
-        };
-        let progress = Arc::new(Progress {
-            sent: AtomicU64::new(0),
-            confirmed: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
-        });
-        let mut offset = 0u64;
-        let mut mid_body = 0;
         let kills = kills(store);
-        for kill in 0..kills {
-            progress.stop.store(false, Ordering::SeqCst);
-            // 64 KiB every 2–6 ms: a round sends about a MiB, so 50 rounds stay inside the file.
-            let pace = Duration::from_micros(2000 + next(4000));
-            let client = {
-                let (port, id, bytes, progress) =
-                    (server.port, id.clone(), bytes.clone(), progress.clone());
-                std::thread::spawn(move || stream_appends(port, id, bytes, offset, pace, progress))
-            };
-            tokio::time::sleep(Duration::from_millis(5 + next(150))).await;
-            if !client.is_finished() {
-                mid_body += 1;
-            }
-            server.kill9();
-            progress.stop.store(true, Ordering::SeqCst);
-            let _ = client.join();
-            server.restart();
-            let head = client_head(&server, &id).await;
-            let (sent, confirmed) = (
-                progress.sent.load(Ordering::SeqCst),
-                progress.confirmed.load(Ordering::SeqCst),
-            );
-            assert!(head <= sent, "kill {kill}: received {head} > sent {sent}");
-            assert!(
-                head >= confirmed,
-                "kill {kill}: received {head} < confirmed {confirmed}"
-            );
-            // On S3 the bytes are parts and a tail, with no one length to compare; a tail or part
-            // missing for a committed `received` fails the final append's sha256 instead.
-            if let Some(on_disk) = server.local_file_len(&id) {
-                assert_eq!(
-                    on_disk, head,
-                    "kill {kill}: file and received disagree after restart"
-                );
-            }
-            offset = head;
-            progress.sent.store(head, Ordering::SeqCst);
-        }
-        assert!(
-            mid_body >= kills / 4,
-            "only {mid_body} kills landed mid-body"
-        );
-        let response = patch(&server, &id, offset, bytes[offset as usize..].to_vec()).await;
-        assert_eq!(response.status(), 200);
-        let status: serde_json::Value = response.json().await.unwrap();
-        assert_eq!(status["sha256"], sha_hex(&bytes));
-        println!("{kills} kills survived, {mid_body} of them mid-body; final offset before the last append {offset}");
+        kill_rounds(std::slice::from_mut(&mut server), kills).await;
     }
+}
+
+/// `kills` rounds of: stream appends to one of `servers` (each in turn), SIGKILL it at a
+/// random moment (mostly mid-body), restart it, and check through the next one (itself, if
+/// alone) that `received` neither lost a confirmed byte nor counts one never sent. Then the
+/// upload is finished and its SHA-256 checked.
+pub async fn kill_rounds(servers: &mut [TestServer], kills: usize) {
+    let bytes = Arc::new(data(SIZE, 99));
+    let id = create(&servers[0], "crash.bin", SIZE as u64).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move |bound: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % bound
+    };
+    let progress = Arc::new(Progress {
+        sent: AtomicU64::new(0),
+        confirmed: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let mut offset = 0u64;
+    let mut mid_body = 0;
+    for kill in 0..kills {
+        let (victim, judge) = (kill % servers.len(), (kill + 1) % servers.len());
+        progress.stop.store(false, Ordering::SeqCst);
+        // 64 KiB every 2–6 ms: a round sends about a MiB, so 50 rounds stay inside the file.
+        let pace = Duration::from_micros(2000 + next(4000));
+        let client = {
+            let (port, id, bytes, progress) = (
+                servers[victim].port,
+                id.clone(),
+                bytes.clone(),
+                progress.clone(),
+            );
+            std::thread::spawn(move || stream_appends(port, id, bytes, offset, pace, progress))
+        };
+        tokio::time::sleep(Duration::from_millis(5 + next(150))).await;
+        if !client.is_finished() {
+            mid_body += 1;
+        }
+        servers[victim].kill9();
+        progress.stop.store(true, Ordering::SeqCst);
+        let _ = client.join();
+        servers[victim].restart();
+        let head = client_head(&servers[judge], &id).await;
+        let (sent, confirmed) = (
+            progress.sent.load(Ordering::SeqCst),
+            progress.confirmed.load(Ordering::SeqCst),
+        );
+        assert!(head <= sent, "kill {kill}: received {head} > sent {sent}");
+        assert!(
+            head >= confirmed,
+            "kill {kill}: received {head} < confirmed {confirmed}"
+        );
+        // On S3 the bytes are parts and a tail, with no one length to compare; a tail or part
+        // missing for a committed `received` fails the final append's sha256 instead.
+        if let Some(on_disk) = servers[victim].local_file_len(&id) {
+            assert_eq!(
+                on_disk, head,
+                "kill {kill}: file and received disagree after restart"
+            );
+        }
+        offset = head;
+        progress.sent.store(head, Ordering::SeqCst);
+    }
+    assert!(
+        mid_body >= kills / 4,
+        "only {mid_body} kills landed mid-body"
+    );
+    let last = &servers[kills % servers.len()];
+    let response = patch(last, &id, offset, bytes[offset as usize..].to_vec()).await;
+    assert_eq!(response.status(), 200);
+    let status: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(status["sha256"], sha_hex(&bytes));
+    println!("{kills} kills survived, {mid_body} of them mid-body; final offset before the last append {offset}");
 }
 
 async fn client_head(server: &TestServer, id: &str) -> u64 {

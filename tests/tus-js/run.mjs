@@ -1,10 +1,11 @@
 // Runs the real tus-js-client (from npm) against resumable and prints what happened as JSON.
-// Usage: node run.mjs <endpoint> <scenario> <file>
-// Scenarios: basic, resume, with-upload, deferred, ietf.
+// Usage: node run.mjs <endpoint> <scenario> <file> [<second endpoint>]
+// Scenarios: basic, resume, resume-elsewhere (through the second endpoint), with-upload,
+// deferred, ietf.
 import fs from 'node:fs';
 import * as tus from 'tus-js-client';
 
-const [endpoint, scenario, path] = process.argv.slice(2);
+const [endpoint, scenario, path, elsewhere] = process.argv.slice(2);
 const data = fs.readFileSync(path);
 const MIB = 1024 * 1024;
 
@@ -41,6 +42,14 @@ switch (scenario) {
   case 'resume': {
     const first = await run(data, { chunkSize: 1 * MIB, stopAfter: 8 * MIB });
     const second = await run(data, { chunkSize: 4 * MIB, uploadUrl: first.url });
+    result = { url: second.url, firstUrl: first.url, stoppedAt: first.stoppedAt, patches: second.patches };
+    break;
+  }
+  case 'resume-elsewhere': {
+    // Another instance behind the same service: the upload's URL on the second endpoint.
+    const first = await run(data, { chunkSize: 1 * MIB, stopAfter: 8 * MIB });
+    const moved = new URL(new URL(first.url).pathname, elsewhere).href;
+    const second = await run(data, { chunkSize: 4 * MIB, uploadUrl: moved, endpoint: elsewhere });
     result = { url: second.url, firstUrl: first.url, stoppedAt: first.stoppedAt, patches: second.patches };
     break;
   }
