@@ -151,6 +151,11 @@ pub struct Config {
     #[arg(long, env = "RESUMABLE_TUTORIAL_API")]
     pub tutorial_api: bool,
 
+    /// This instance's name in /metrics (resumable_instance_info) and in the log; default the
+    /// host's name.
+    #[arg(long, env = "RESUMABLE_INSTANCE_NAME")]
+    pub instance_name: Option<String>,
+
     /// The public base URL (e.g. https://files.example.com); when set, Location is absolute.
     #[arg(long, env = "RESUMABLE_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -171,6 +176,15 @@ pub enum ConfigError {
 
 impl Config {
     /// The database URL in force: the flag, or the SQLite file inside the data directory.
+    /// --instance-name, else the host's name.
+    pub fn instance_name(&self) -> String {
+        self.instance_name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|name| name.trim().to_owned())
+                .unwrap_or_else(|_| "resumable".to_owned())
+        })
+    }
+
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(url) => url.clone(),

@@ -24,6 +24,8 @@ pub struct Metrics {
     append_duration: Histogram,
     /// The object store's requests, when the bytes are in one.
     store: Option<Arc<StoreMetrics>>,
+    /// Which instance this is, for an operator running many behind one name.
+    instance: String,
 }
 
 /// Which progress channel a watcher uses.
@@ -40,6 +42,14 @@ impl Metrics {
         Metrics {
             store: Some(store),
             ..Metrics::default()
+        }
+    }
+
+    /// Names this instance in `resumable_instance_info`.
+    pub fn named(self, instance: &str) -> Metrics {
+        Metrics {
+            instance: instance.to_owned(),
+            ..self
         }
     }
 
@@ -127,6 +137,11 @@ impl Metrics {
     }
 
     fn render_gauges(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP resumable_instance_info The instance these metrics are from (--instance-name).\n# TYPE resumable_instance_info gauge\nresumable_instance_info{{instance=\"{}\"}} 1",
+            self.instance.replace(['\\', '"', '\n'], "_")
+        );
         let _ = writeln!(
             out,
             "# HELP resumable_appends_in_flight Appends streaming now.\n# TYPE resumable_appends_in_flight gauge\nresumable_appends_in_flight {}",

@@ -132,7 +132,7 @@ async fn open_engine(config: &Config) -> Result<Arc<Engine>, StartupError> {
         Arc::new(meta),
         store,
         cluster,
-        Arc::new(metrics),
+        Arc::new(metrics.named(&config.instance_name())),
         settings,
     ));
     let repaired = engine.reconcile().await?;

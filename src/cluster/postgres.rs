@@ -70,6 +70,7 @@ impl PgCluster {
         tokio::spawn(inbox.run(url.to_owned(), listener));
         let (outbox, pending) = mpsc::channel(OUTBOX);
         tokio::spawn(send_notices(url.to_owned(), pending));
+        tokio::spawn(refresh_watched(url.to_owned(), hub.clone()));
         info!(instance, "joined the cluster");
         Ok(PgCluster {
             instance,
@@ -426,6 +427,18 @@ impl Progress {
         serde_json::to_string(self).unwrap_or_default()
     }
 
+    /// Moves the watchers of the upload here forward to this notice (or ends them, if it
+    /// says the upload was removed).
+    fn announce(&self, hub: &Hub<Status>) {
+        match &self.removed {
+            Some(reason) => hub.close_with(&self.id, |current| {
+                self.apply(current);
+                current.removed = Some(reason.clone());
+            }),
+            None => hub.update(&self.id, |current| self.apply(current)),
+        }
+    }
+
     /// Moves `current` forward to this notice, never back; whether it changed.
     fn apply(&self, current: &mut Status) -> bool {
         let newer = self.received > current.received
@@ -497,21 +510,7 @@ impl Inbox {
     async fn resynced(&self, url: &str) -> Result<PgListener, sqlx::Error> {
         let mut listener = PgListener::connect(url).await?;
         listener.listen_all([PROGRESS, STOP, RELEASED]).await?;
-        let watched = self.hub.keys();
-        if !watched.is_empty() {
-            let rows = sqlx::query(
-                "SELECT id, received, state, size, updated_at, expires_at, sha256, \
-                 removed_reason FROM uploads WHERE id = ANY($1)",
-            )
-            .bind(&watched)
-            .fetch_all(&mut listener)
-            .await?;
-            for row in &rows {
-                if let Some(progress) = Progress::from_row(row) {
-                    self.apply(&progress);
-                }
-            }
-        }
+        refresh(&self.hub, &mut listener).await?;
         // Whoever waited for a release may have missed it too.
         self.released.notify_waiters();
         Ok(listener)
@@ -531,19 +530,7 @@ impl Inbox {
             return;
         };
         if progress.from != self.instance {
-            self.apply(&progress);
-        }
-    }
-
-    fn apply(&self, progress: &Progress) {
-        match &progress.removed {
-            Some(reason) => self.hub.close_with(&progress.id, |current| {
-                progress.apply(current);
-                current.removed = Some(reason.clone());
-            }),
-            None => self
-                .hub
-                .update(&progress.id, |current| progress.apply(current)),
+            progress.announce(&self.hub);
         }
     }
 
@@ -598,4 +585,52 @@ fn lock_ignoring_poison<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Brings every upload watched here up to date from the database, as if each had sent a notice.
+async fn refresh<'c, E>(hub: &Hub<Status>, executor: E) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Postgres>,
+{
+    let watched = hub.keys();
+    if watched.is_empty() {
+        return Ok(());
+    }
+    let rows = sqlx::query(
+        "SELECT id, received, state, size, updated_at, expires_at, sha256, removed_reason \
+         FROM uploads WHERE id = ANY($1)",
+    )
+    .bind(&watched)
+    .fetch_all(executor)
+    .await?;
+    for row in &rows {
+        if let Some(progress) = Progress::from_row(row) {
+            progress.announce(hub);
+        }
+    }
+    Ok(())
+}
+
+/// How often watched uploads are read again: a safety net for a notice that never came (its
+/// instance died between its commit and the notice), not the way progress travels.
+const REFRESH: Duration = Duration::from_secs(5);
+
+/// Reads the watched uploads again every `REFRESH`, on a connection of its own.
+async fn refresh_watched(url: String, hub: Arc<Hub<Status>>) {
+    let mut conn: Option<PgConnection> = None;
+    loop {
+        tokio::time::sleep(REFRESH).await;
+        if hub.keys().is_empty() {
+            continue;
+        }
+        if conn.is_none() {
+            conn = PgConnection::connect(&url).await.ok();
+        }
+        if let Some(live) = conn.as_mut() {
+            if let Err(e) = refresh(&hub, live).await {
+                warn!(error = %e, "reading watched uploads again failed");
+                conn = None;
+            }
+        }
+    }
 }

@@ -284,6 +284,7 @@ impl Engine {
         }
         self.meta.save_progress(upload).await?;
         self.count_finished(upload);
+        crate::fault::point("commit-before-publish");
         self.cluster.publish(&Status::of(upload));
         Ok(())
     }

@@ -75,6 +75,10 @@ impl Engine {
             let batch = self.meta.removed_with_bytes(SWEEP_BATCH).await?;
             let mut done = 0;
             for upload in &batch {
+                // Another instance (or a delete here) may be removing them right now.
+                let Some(_guard) = self.cluster.try_lock(upload.id).await else {
+                    continue;
+                };
                 if self.remove_bytes(upload).await {
                     done += 1;
                 }

@@ -448,8 +448,8 @@ async fn connections_stay_bounded_with_32_appends_and_1000_watchers() {
     }
     let held = fleet.pg.connections();
     println!("PostgreSQL connections with 32 appends and 1000 watchers on 3 instances: {held}");
-    // Each instance: its pool (at most 16), its lock, listener and notice connections.
-    assert!(held <= 3 * (16 + 3), "{held} connections");
+    // Each instance: its pool (at most 16), its lock, listener, notice and refresh connections.
+    assert!(held <= 3 * (16 + 4), "{held} connections");
     drop(appends);
     drop(watchers);
 }
@@ -504,4 +504,29 @@ async fn tus_js_client_stopped_on_a_resumes_through_b() {
     let done = status(&fleet[0], id).await;
     assert_eq!(done["state"], "complete", "{done}");
     assert_eq!(done["sha256"], sha_hex(&bytes));
+}
+
+/// An instance that dies between committing the last bytes and announcing them leaves no
+/// watcher elsewhere waiting for ever: the watched uploads are read again every few seconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watcher_on_a_sees_complete_though_b_died_before_announcing_it() {
+    let mut fleet = Fleet::start(2);
+    let bytes = data(300_000, 506);
+    let id = id_of(&create(&fleet[0], "quiet.bin", bytes.len() as u64).await);
+    let watcher = Follower::start(&fleet[0], &id);
+    wait_watchers(&fleet[0], "sse", 1).await;
+    fleet.servers[1].set_env("RESUMABLE_FAULT_POINT", Some("commit-before-publish"));
+    fleet.servers[1].restart();
+    let died = client()
+        .patch(fleet[1].url(&format!("/uploads/{id}")))
+        .header("Upload-Offset", "0")
+        .body(bytes.clone())
+        .send()
+        .await;
+    assert!(died.is_err(), "B died between its commit and its notice");
+    fleet.servers[1].wait_exited().await;
+    let events = watcher.finish().await;
+    let last = events.last().expect("events");
+    assert_eq!(last["state"], "complete", "{events:?}");
+    assert_eq!(last["sha256"], sha_hex(&bytes));
 }

@@ -227,3 +227,11 @@ async fn metrics_count_the_object_stores_requests_bytes_and_failures() {
     );
     assert_every_request_timed(&after);
 }
+
+/// Many instances behind one name: each says which it is.
+#[tokio::test]
+async fn metrics_name_the_instance() {
+    let server = TestServer::start_with(&["--instance-name", "upload-7"], &[]);
+    let name = "resumable_instance_info{instance=\"upload-7\"}";
+    assert_eq!(metric(&server, name).await, 1.0);
+}
