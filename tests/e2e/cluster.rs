@@ -413,9 +413,11 @@ async fn expiry_on_a_cluster_removes_each_upload_once() {
 }
 
 /// The database connections three instances hold stay bounded, whatever the load: appends
-/// share each instance's one lock connection, and watchers hold none.
+/// share each instance's one lock connection, and watchers hold none. (The test process
+/// and the servers need about 10,100 descriptors each: `ulimit -n` is 20,000 on these
+/// machines.)
 #[tokio::test(flavor = "multi_thread")]
-async fn connections_stay_bounded_with_32_appends_and_1000_watchers() {
+async fn connections_stay_bounded_with_32_appends_and_10000_watchers() {
     let fleet = Fleet::start(3);
     let size = 1 << 20;
     let bytes = data(size, 504);
@@ -424,13 +426,18 @@ async fn connections_stay_bounded_with_32_appends_and_1000_watchers() {
         ids.push(id_of(&create(&fleet[n % 3], "busy.bin", size as u64).await));
     }
     let mut watchers = Vec::new();
-    for n in 0..1000 {
+    for n in 0..10_000 {
         let server = &fleet[n % 3];
         let request = format!(
             "GET /uploads/{}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
             ids[n % 32]
         );
         watchers.push(send_raw(server.port, request.as_bytes()));
+    }
+    // Every watcher is open on its instance (none refused for a lack of descriptors).
+    for (i, server) in fleet.servers.iter().enumerate() {
+        let here = (0..10_000).filter(|n| n % 3 == i).count() as u64;
+        wait_watchers(server, "sse", here).await;
     }
     let mut appends = Vec::new();
     for (n, id) in ids.iter().enumerate() {
@@ -447,7 +454,7 @@ async fn connections_stay_bounded_with_32_appends_and_1000_watchers() {
         wait_appends_in_flight(server, here).await;
     }
     let held = fleet.pg.connections();
-    println!("PostgreSQL connections with 32 appends and 1000 watchers on 3 instances: {held}");
+    println!("PostgreSQL connections with 32 appends and 10,000 watchers on 3 instances: {held}");
     // Each instance: its pool (at most 16), its lock, listener, notice and refresh connections.
     assert!(held <= 3 * (16 + 4), "{held} connections");
     drop(appends);
@@ -529,4 +536,25 @@ async fn a_watcher_on_a_sees_complete_though_b_died_before_announcing_it() {
     let last = events.last().expect("events");
     assert_eq!(last["state"], "complete", "{events:?}");
     assert_eq!(last["sha256"], sha_hex(&bytes));
+}
+
+/// Three instances started at the same moment on an empty database: one creates the schema,
+/// the others wait for it (the migrator's lock), and all serve.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_instances_starting_at_once_share_one_schema() {
+    let fleet = Fleet::start(0);
+    let servers: Vec<TestServer> = std::thread::scope(|scope| {
+        let starting: Vec<_> = (0..3)
+            .map(|_| scope.spawn(|| fleet.instance(&[])))
+            .collect();
+        starting
+            .into_iter()
+            .map(|t| t.join().expect("an instance started"))
+            .collect()
+    });
+    let id = id_of(&create(&servers[0], "schema.bin", 3).await);
+    assert_eq!(patch(&servers[1], &id, 0, vec![7; 3]).await.status(), 200);
+    assert_eq!(status(&servers[2], &id).await["state"], "complete");
+    let migrations = fleet.pg.psql("SELECT count(*) FROM _sqlx_migrations");
+    assert_eq!(migrations, "1", "the one migration, applied once");
 }
