@@ -558,3 +558,37 @@ async fn three_instances_starting_at_once_share_one_schema() {
     let migrations = fleet.pg.psql("SELECT count(*) FROM _sqlx_migrations");
     assert_eq!(migrations, "1", "the one migration, applied once");
 }
+
+/// A DELETE through A ends an append streaming through B at once (410), and the bytes go.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_on_a_ends_an_append_streaming_on_b() {
+    let fleet = Fleet::start(2);
+    let size = 8 << 20;
+    let bytes = data(size, 507);
+    let id = id_of(&create(&fleet[0], "doomed.bin", size as u64).await);
+    let mut streaming = open_patch(fleet[1].port, &id, 0, size, &bytes[..6 << 20]);
+    wait_appends_in_flight(&fleet[1], 1).await;
+    let started = Instant::now();
+    let deleted = client()
+        .delete(fleet[0].url(&format!("/uploads/{id}")))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(deleted.status(), 204);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the delete waited {:?} for the append on B",
+        started.elapsed()
+    );
+    let (code, _, body) = read_answer(&mut streaming);
+    assert_eq!(code, 410, "{body}");
+    fleet
+        .garage
+        .wait_for("no part, tail or object left", |g| {
+            let counts = g.counts();
+            (counts == Default::default())
+                .then_some(())
+                .ok_or(format!("{counts:?}"))
+        })
+        .await;
+}
