@@ -4,6 +4,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use crate::meta::MetaError;
 use crate::upload::UploadError;
 
 /// Everything a handler can fail with: the engine's errors and the HTTP layer's own.
@@ -105,6 +106,10 @@ impl ApiError {
             ApiError::Upload(UploadError::Storage(_)) => {
                 "the server could not store or read the bytes".into()
             }
+            ApiError::Upload(UploadError::Db(MetaError::Stale)) => {
+                "another request moved this upload on meanwhile; ask for its offset and resume"
+                    .into()
+            }
             ApiError::Upload(UploadError::Db(_)) => "the server's database failed".into(),
             ApiError::Upload(UploadError::Internal(_)) | ApiError::Internal(_) => {
                 "internal error; the server's log has the details".into()
@@ -150,6 +155,7 @@ fn upload_code(error: &UploadError) -> &'static str {
         }
         UploadError::TooSlow { .. } => "body_too_slow",
         UploadError::Storage(_) => "storage_error",
+        UploadError::Db(MetaError::Stale) => "superseded",
         UploadError::Db(_) => "database_error",
         UploadError::Internal(_) => "internal_error",
     }
@@ -185,6 +191,7 @@ fn upload_status(error: &UploadError) -> StatusCode {
         UploadError::TooManyAppends => StatusCode::SERVICE_UNAVAILABLE,
         UploadError::TooManyClientAppends { .. } => StatusCode::TOO_MANY_REQUESTS,
         UploadError::TooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
+        UploadError::Db(MetaError::Stale) => StatusCode::CONFLICT,
         UploadError::Storage(_) | UploadError::Db(_) | UploadError::Internal(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }

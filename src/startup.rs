@@ -37,6 +37,8 @@ pub enum StartupError {
     Storage(String),
     #[error("{0} refused a test write (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, the bucket and --s3-endpoint): {1}")]
     StoreRefused(String, StoreError),
+    #[error("--database-url postgres://… is for many instances, which must share their bytes as well: add --storage s3://BUCKET[/PREFIX]")]
+    SharedDatabaseLocalBytes,
     #[error("--s3-part-size must be from 5M to 5G (S3's smallest and largest parts), not {0}")]
     PartSize(u64),
     #[error("{0} is reachable from other machines and no --token is set: add --token or --token-file, or --allow-anonymous to let anyone create uploads")]
@@ -102,6 +104,14 @@ async fn open_engine(config: &Config) -> Result<Arc<Engine>, StartupError> {
         .map_err(|e| StartupError::DataDir(config.data_dir.clone(), e))?;
     let url = config.database_url();
     let backend = Backend::of(&url);
+    // Instances over one database must share their bytes too: a directory is one machine's.
+    let in_object_store = config
+        .storage
+        .as_deref()
+        .is_some_and(|s| s.starts_with("s3://"));
+    if backend == Some(Backend::Postgres) && !in_object_store {
+        return Err(StartupError::SharedDatabaseLocalBytes);
+    }
     // SQLite takes one writer at a time; PostgreSQL serves several instances' appends at once.
     let connections = match backend {
         Some(Backend::Postgres) => 16,

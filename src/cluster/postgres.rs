@@ -24,6 +24,7 @@ use super::hub::Hub;
 use super::local::HubLease;
 use super::locks::{Holder, Locks};
 use super::{Cluster, Guard, Held, Purpose, Stop, Subscription};
+use crate::meta::unreachable_database;
 use crate::upload::model::{State, Status, UploadId};
 
 const PROGRESS: &str = "resumable_progress";
@@ -116,9 +117,12 @@ impl Cluster for PgCluster {
         let key = id.lock_key();
         let mut asked: Option<Instant> = None;
         loop {
-            // A newer request here, a stop notice, or shutdown: the caller finds out why.
-            if holder.cancel.is_cancelled() {
-                return Guard::new(PgHeld::new(holder, None, None));
+            // A newer request here, a stop notice, or shutdown: an append gives up (the caller
+            // finds out why, and never acts without the lock). A removal holds on, as it does
+            // on one instance, where it keeps the local lock it has.
+            if holder.cancel.is_cancelled() && purpose == Purpose::Append {
+                let why = holder.stop_reason().or(Some(Stop::ShuttingDown));
+                return Guard::new(PgHeld::new(holder, None, why));
             }
             let released = self.released.notified();
             match self.session.try_lock(key).await {
@@ -128,10 +132,17 @@ impl Cluster for PgCluster {
                         self.ask_to_stop(id, purpose);
                         asked = Some(Instant::now());
                     }
+                    let cancelled = async {
+                        if purpose == Purpose::Append {
+                            holder.cancel.cancelled().await
+                        } else {
+                            std::future::pending().await
+                        }
+                    };
                     tokio::select! {
                         _ = released => {}
                         _ = tokio::time::sleep(RETRY) => {}
-                        _ = holder.cancel.cancelled() => {}
+                        _ = cancelled => {}
                     }
                 }
                 Err(e) => {
@@ -289,6 +300,9 @@ struct Session {
 /// are gone (another instance may take the upload then).
 const CHECK: Duration = Duration::from_secs(1);
 
+/// How long making the lock connection may take before lock requests answer 503.
+const CONNECT: Duration = Duration::from_secs(5);
+
 impl Session {
     async fn connect(url: &str) -> Result<Session, sqlx::Error> {
         Ok(Session {
@@ -299,17 +313,34 @@ impl Session {
         })
     }
 
-    /// Checks the connection every `CHECK` while the process runs.
+    /// Checks the connection every `CHECK` while the process runs; one that does not answer
+    /// within `CHECK` (a half-open connection) counts as lost, so that nobody waits on it.
     async fn keep(self: Arc<Self>) {
         loop {
             tokio::time::sleep(CHECK).await;
             let mut conn = self.conn.lock().await;
             if let Some(live) = conn.as_mut() {
-                if let Err(e) = sqlx::query("SELECT 1").execute(live).await {
-                    warn!(error = %e, "lost the lock connection");
-                    self.lose(&mut conn);
+                let ping = sqlx::query("SELECT 1").execute(live);
+                match tokio::time::timeout(CHECK, ping).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "lost the lock connection");
+                        self.lose(&mut conn);
+                    }
+                    Err(_) => {
+                        warn!("the lock connection stopped answering");
+                        self.lose(&mut conn);
+                    }
                 }
             }
+        }
+    }
+
+    /// A new lock connection, or an error within `CONNECT` (the caller holds the mutex).
+    async fn reconnect(&self) -> Result<PgConnection, sqlx::Error> {
+        match tokio::time::timeout(CONNECT, PgConnection::connect(&self.url)).await {
+            Ok(made) => made,
+            Err(_) => Err(sqlx::Error::PoolTimedOut),
         }
     }
 
@@ -322,7 +353,7 @@ impl Session {
     async fn try_lock(&self, key: i64) -> Result<Option<Taken>, sqlx::Error> {
         let mut conn = self.conn.lock().await;
         if conn.is_none() {
-            *conn = Some(PgConnection::connect(&self.url).await?);
+            *conn = Some(self.reconnect().await?);
         }
         let Some(live) = conn.as_mut() else {
             return Ok(None);
@@ -337,7 +368,11 @@ impl Session {
                 lost: self.lost_token(),
             })),
             Err(e) => {
-                self.lose(&mut conn);
+                // Only a connection that is gone takes its locks with it; a refused statement
+                // (the lock table full, say) leaves the others' locks alone.
+                if unreachable_database(&e) {
+                    self.lose(&mut conn);
+                }
                 Err(e)
             }
         }
@@ -356,8 +391,10 @@ impl Session {
             .execute(live)
             .await;
         if let Err(e) = done {
-            warn!(error = %e, "lost the lock connection");
-            self.lose(&mut conn);
+            warn!(error = %e, "unlocking failed");
+            if unreachable_database(&e) {
+                self.lose(&mut conn);
+            }
         }
     }
 
@@ -408,15 +445,18 @@ impl Progress {
         let maybe = |column: &str| -> Option<u64> {
             u64::try_from(row.try_get::<Option<i64>, _>(column).ok()??).ok()
         };
-        let state: String = row.try_get("state").ok()?;
+        let state = State::parse(&row.try_get::<String, _>("state").ok()?)?;
+        let (received, size) = (number("received")?, maybe("size"));
+        // As `Status::of` shows it: an upload whose bytes are all in does not expire.
+        let all_in = state == State::Uploading && size == Some(received);
         Some(Progress {
             from: String::new(),
             id: row.try_get("id").ok()?,
-            received: number("received")?,
-            state: State::parse(&state)?,
-            size: maybe("size"),
+            received,
+            state,
+            size,
             updated: number("updated_at")?,
-            expires: maybe("expires_at"),
+            expires: maybe("expires_at").filter(|_| !all_in),
             sha256: row.try_get("sha256").ok()?,
             removed: row.try_get("removed_reason").ok()?,
         })
@@ -425,6 +465,15 @@ impl Progress {
     fn encode(&self) -> String {
         // Only numbers, an id, a state and a digest: well under NOTIFY's 8,000 bytes.
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Anyone who can reach the database can send a notice: one with an id that is not an
+    /// upload's, or times no status can print (past year 9999), is dropped, not shown.
+    fn is_sane(&self) -> bool {
+        const LAST_MILLISECOND_OF_9999: u64 = 253_402_300_799_999;
+        self.id.parse::<UploadId>().is_ok()
+            && self.updated <= LAST_MILLISECOND_OF_9999
+            && self.expires.is_none_or(|ms| ms <= LAST_MILLISECOND_OF_9999)
     }
 
     /// Moves the watchers of the upload here forward to this notice (or ends them, if it
@@ -529,7 +578,7 @@ impl Inbox {
         let Ok(progress) = serde_json::from_str::<Progress>(payload) else {
             return;
         };
-        if progress.from != self.instance {
+        if progress.from != self.instance && progress.is_sane() {
             progress.announce(&self.hub);
         }
     }
@@ -604,7 +653,7 @@ where
     .fetch_all(executor)
     .await?;
     for row in &rows {
-        if let Some(progress) = Progress::from_row(row) {
+        if let Some(progress) = Progress::from_row(row).filter(Progress::is_sane) {
             progress.announce(hub);
         }
     }

@@ -20,6 +20,8 @@ pub enum MetaError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("--database-url must start with sqlite: or postgres:")]
     Scheme,
+    #[error("the upload was moved on by another request meanwhile")]
+    Stale,
     #[error("stored value out of range in column {0}")]
     OutOfRange(&'static str),
 }
@@ -28,20 +30,26 @@ impl MetaError {
     /// The database cannot be reached now (down, restarting, or no connection free in time),
     /// as opposed to refusing a statement.
     pub fn is_unavailable(&self) -> bool {
-        let MetaError::Sqlx(e) = self else {
-            return false;
-        };
-        match e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => true,
-            // SQLSTATE class 08 (connection exception), 57P01–57P03 (shutting down, starting).
-            sqlx::Error::Database(db) => db
-                .code()
-                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P0")),
+        match self {
+            MetaError::Sqlx(e) => unreachable_database(e),
             _ => false,
         }
+    }
+}
+
+/// Whether an error means the database cannot be reached (its connection is gone or cannot
+/// be made), as opposed to refusing a statement.
+pub fn unreachable_database(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE class 08 (connection exception), 57P01–57P03 (shutting down, starting).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P0")),
+        _ => false,
     }
 }
 
@@ -57,8 +65,14 @@ pub trait Meta: Send + Sync + 'static {
     /// The upload with this id, removed or not; `None` once it is forgotten (or never was).
     async fn get(&self, id: UploadId) -> Result<Option<Upload>>;
 
-    /// Writes everything an append or a finish changes, atomically.
+    /// Writes everything an append or a finish changes, atomically — only over a live
+    /// upload still `uploading` whose `received` is not past this one's: else
+    /// [`MetaError::Stale`] (someone else moved it on meanwhile).
     async fn save_progress(&self, upload: &Upload) -> Result<()>;
+
+    /// Pulls `received` (with the hasher's and the store's state) back to what the store
+    /// holds: start-up repair after bytes were lost.
+    async fn rewind(&self, upload: &Upload) -> Result<()>;
 
     /// Keeps the upload as a tombstone, so its id answers 410 from now on.
     async fn mark_removed(&self, id: UploadId, reason: &str, at: SystemTime) -> Result<()>;

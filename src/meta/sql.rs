@@ -148,10 +148,12 @@ impl Meta for SqlMeta {
     }
 
     async fn save_progress(&self, upload: &Upload) -> Result<()> {
-        sqlx::query(
+        // Fenced: a holder that lost its claim (another instance took the upload over and
+        // moved it on, sealed or removed it) must not write its older view over the newer.
+        let saved = sqlx::query(
             "UPDATE uploads SET name = $1, size = $2, received = $3, state = $4, sha256 = $5, \
              expected_sha256 = $6, hash_state = $7, store_state = $8, updated_at = $9, expires_at = $10 \
-             WHERE id = $11",
+             WHERE id = $11 AND state = 'uploading' AND removed_at IS NULL AND received <= $3",
         )
         .bind(&upload.name)
         .bind(upload.size.map(to_i64))
@@ -163,6 +165,24 @@ impl Meta for SqlMeta {
         .bind(&upload.store_state)
         .bind(millis(upload.updated_at))
         .bind(upload.expires_at.map(millis))
+        .bind(upload.id.to_string())
+        .execute(&self.pool)
+        .await?;
+        match saved.rows_affected() {
+            0 => Err(MetaError::Stale),
+            _ => Ok(()),
+        }
+    }
+
+    async fn rewind(&self, upload: &Upload) -> Result<()> {
+        sqlx::query(
+            "UPDATE uploads SET received = $1, hash_state = $2, store_state = $3, updated_at = $4 \
+             WHERE id = $5 AND state = 'uploading' AND removed_at IS NULL",
+        )
+        .bind(to_i64(upload.received))
+        .bind(&upload.hash_state)
+        .bind(&upload.store_state)
+        .bind(millis(upload.updated_at))
         .bind(upload.id.to_string())
         .execute(&self.pool)
         .await?;

@@ -32,10 +32,13 @@ impl Engine {
         // also released before the lock.
         let _slot = self.append_slot(request.client)?;
         let _in_flight = self.metrics.append_in_flight();
-        let mut upload = self.load_live(id, Some(&guard)).await?;
+        // Before anything else: a guard told to stop may not hold the upload (across
+        // instances, it was stopped while waiting for another instance's holder).
         if let Some(stop) = guard.stop_reason() {
-            return Err(stopped(stop, upload.received));
+            let received = self.meta.get(id).await?.map_or(0, |u| u.received);
+            return Err(stopped(stop, received));
         }
+        let mut upload = self.load_live(id, Some(&guard)).await?;
         let room = self.check_append(&mut upload, &request)?;
         if room > 0 {
             self.check_space().await?;

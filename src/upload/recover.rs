@@ -4,15 +4,21 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tracing::warn;
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::append::restore_hasher;
 use super::{checksum, Engine, Result, State, Status, Upload, UploadError};
+
+/// How long after a failed completion the sweep tries again.
+const SEAL_AGAIN: Duration = Duration::from_secs(10);
 
 impl Engine {
     /// Reconciles every unfinished upload; returns how many needed repair.
     pub async fn reconcile(&self) -> Result<usize> {
         let mut repaired = 0;
+        // Once the store could not be reached, the other seals wait for the sweep: each try
+        // would wait out the store client's retries before the service starts.
+        let mut store_away = false;
         for listed in self.meta.unfinished().await? {
             // Another instance may be appending to it (or repairing it) right now; once locked,
             // read it again, as that one may have moved it since the list was read.
@@ -31,10 +37,16 @@ impl Engine {
                 // Every byte was committed, but the crash came before the upload was sealed.
                 // A store that cannot complete it now (it is down) must not keep the service
                 // from starting: the bytes are safe, and the expiry sweep seals it later.
+                if store_away {
+                    self.mark_due(&mut upload).await;
+                    repaired += 1;
+                    continue;
+                }
                 match self.seal_all_in(&mut upload).await {
                     Ok(()) => warn!(upload = %upload.id, "sealed after a crash"),
                     Err(e) => {
-                        warn!(upload = %upload.id, error = %e, "sealing after a crash failed; retried by the sweep")
+                        store_away = e.is_unavailable();
+                        warn!(upload = %upload.id, error = %e, "sealing after a crash failed; retried by the sweep");
                     }
                 }
                 repaired += 1;
@@ -42,7 +54,7 @@ impl Engine {
             }
             if (upload.received, upload.hash_state.clone()) != before {
                 warn!(upload = %upload.id, from = before.0, to = upload.received, "reconciled after a crash");
-                self.meta.save_progress(&upload).await?;
+                self.meta.rewind(&upload).await?;
                 repaired += 1;
             }
         }
@@ -69,9 +81,11 @@ impl Engine {
         Ok(())
     }
 
-    /// Makes an all-in upload the store failed to complete due at once, for the sweep to seal.
+    /// Makes an all-in upload the store failed to complete due soon, for the sweep to seal
+    /// (not at once: each try may wait out the store client's retries, and the sweep would
+    /// spend itself on them while the store is down).
     pub(super) async fn mark_due(&self, upload: &mut Upload) {
-        upload.expires_at = Some(SystemTime::now());
+        upload.expires_at = Some(SystemTime::now() + SEAL_AGAIN);
         if let Err(e) = self.meta.save_progress(upload).await {
             warn!(upload = %upload.id, error = %e, "could not mark an unsealed upload due");
         }

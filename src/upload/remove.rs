@@ -4,8 +4,8 @@ use std::time::SystemTime;
 
 use tracing::{info, warn};
 
-use super::{Engine, Result, Status, Upload, UploadId};
-use crate::cluster::Purpose;
+use super::{Engine, Result, Status, Upload, UploadError, UploadId};
+use crate::cluster::{Purpose, Stop};
 use crate::metrics::Metrics;
 
 /// How many uploads one sweep handles at most; the next sweep takes the rest.
@@ -15,6 +15,9 @@ impl Engine {
     pub async fn delete(&self, id: UploadId) -> Result<()> {
         // Taking the lock stops a running append, which commits before letting go.
         let guard = self.cluster.lock(id, Purpose::Remove).await;
+        if guard.stop_reason() == Some(Stop::Unavailable) {
+            return Err(UploadError::Unavailable { received: 0 });
+        }
         let upload = self.load_live(id, Some(&guard)).await?;
         self.remove(&upload, "deleted").await
     }

@@ -254,3 +254,12 @@ fn a_store_that_refuses_the_keys_refuses_to_start_and_an_unreachable_one_does_no
         "an unreachable store does not stop it"
     );
 }
+
+/// Instances sharing one database must share their bytes too: PostgreSQL with the local
+/// directory is refused before anything is connected.
+#[test]
+fn a_shared_database_without_an_object_store_refuses_to_start() {
+    let url = ["--database-url", "postgres://nobody@127.0.0.1:1/resumable"];
+    let stderr = refuses_to_start(&url, &[]).expect("refused");
+    assert!(stderr.contains("--storage s3://"), "{stderr}");
+}
