@@ -97,16 +97,26 @@ impl PgCluster {
         self.notify(STOP, format!("{} {id} {purpose}", self.instance));
     }
 
-    /// The guard over a lock the session just took.
-    fn held(&self, holder: Holder, id: UploadId, taken: Taken) -> Guard {
-        let lock = SessionLock {
-            session: self.session.clone(),
-            outbox: self.outbox.clone(),
-            id,
-            generation: taken.generation,
-            lost: taken.lost,
-        };
-        Guard::new(PgHeld::new(holder, Some(lock), None))
+    /// Tries the upload's lock once. In a task of its own, which wraps a lock taken at once:
+    /// if the caller goes away meanwhile (its request dropped), the lock is let go rather
+    /// than left held on the session for ever. `announce`: tell waiters when it is let go
+    /// (appends and removals; the sweeps' quick tries need not wake everybody).
+    async fn take(&self, id: UploadId, announce: bool) -> Result<Option<SessionLock>, sqlx::Error> {
+        let (session, outbox) = (self.session.clone(), self.outbox.clone());
+        let taking = tokio::spawn(async move {
+            let taken = session.try_lock(id.lock_key()).await?;
+            Ok(taken.map(|taken| SessionLock {
+                session,
+                outbox,
+                id,
+                generation: taken.generation,
+                lost: taken.lost,
+                announce,
+            }))
+        });
+        taking
+            .await
+            .unwrap_or_else(|e| Err(sqlx::Error::Io(std::io::Error::other(e))))
     }
 }
 
@@ -114,7 +124,6 @@ impl PgCluster {
 impl Cluster for PgCluster {
     async fn lock(&self, id: UploadId, purpose: Purpose) -> Guard {
         let holder = self.locks.acquire(id, purpose).await;
-        let key = id.lock_key();
         let mut asked: Option<Instant> = None;
         loop {
             // A newer request here, a stop notice, or shutdown: an append gives up (the caller
@@ -125,8 +134,8 @@ impl Cluster for PgCluster {
                 return Guard::new(PgHeld::new(holder, None, why));
             }
             let released = self.released.notified();
-            match self.session.try_lock(key).await {
-                Ok(Some(taken)) => return self.held(holder, id, taken),
+            match self.take(id, true).await {
+                Ok(Some(lock)) => return Guard::new(PgHeld::new(holder, Some(lock), None)),
                 Ok(None) => {
                     if asked.is_none_or(|at| at.elapsed() >= ASK_AGAIN) {
                         self.ask_to_stop(id, purpose);
@@ -156,8 +165,8 @@ impl Cluster for PgCluster {
 
     async fn try_lock(&self, id: UploadId) -> Option<Guard> {
         let holder = self.locks.try_acquire(id)?;
-        let taken = self.session.try_lock(id.lock_key()).await.ok()??;
-        Some(self.held(holder, id, taken))
+        let lock = self.take(id, false).await.ok()??;
+        Some(Guard::new(PgHeld::new(holder, Some(lock), None)))
     }
 
     fn stop_all(&self) {
@@ -271,17 +280,21 @@ struct SessionLock {
     generation: u64,
     /// Cancelled if the connection the lock lives on is lost.
     lost: CancellationToken,
+    /// Whether letting go is announced to waiters.
+    announce: bool,
 }
 
 impl Drop for SessionLock {
     fn drop(&mut self) {
         let (session, outbox) = (self.session.clone(), self.outbox.clone());
-        let (id, generation) = (self.id, self.generation);
+        let (id, generation, announce) = (self.id, self.generation, self.announce);
         // Locks on one session stack: a local newcomer that takes it before this unlock runs
         // holds it once more, and keeps it after.
         tokio::spawn(async move {
             session.unlock(id.lock_key(), generation).await;
-            let _ = outbox.send((RELEASED, id.to_string())).await;
+            if announce {
+                let _ = outbox.send((RELEASED, id.to_string())).await;
+            }
         });
     }
 }
