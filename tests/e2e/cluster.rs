@@ -661,3 +661,53 @@ async fn an_append_whose_lock_connection_is_cut_stops_and_b_finishes() {
         })
         .await;
 }
+
+/// The IETF draft across instances: created (with a first piece) through A, reported and
+/// appended to through B, finished through C.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_draft_upload_goes_through_three_instances() {
+    let fleet = Fleet::start(3);
+    let bytes = data(6 << 20, 509);
+    let draft = |request: reqwest::RequestBuilder| {
+        request
+            .header("Upload-Draft-Interop-Version", "6")
+            .header("Content-Type", "application/partial-upload")
+    };
+    let created = draft(client().post(fleet[0].url("/uploads")))
+        .header("Upload-Complete", "?0")
+        .body(bytes[..1 << 20].to_vec())
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(created.status(), 201);
+    let url = created.headers()["location"]
+        .to_str()
+        .expect("Location")
+        .to_owned();
+    let head = draft(client().head(fleet[1].url(&url)))
+        .send()
+        .await
+        .expect("HEAD");
+    assert_eq!(head.headers()["upload-offset"], "1048576");
+    let middle = draft(client().patch(fleet[1].url(&url)))
+        .header("Upload-Offset", "1048576")
+        .header("Upload-Complete", "?0")
+        .body(bytes[1 << 20..5 << 20].to_vec())
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(middle.status(), 204);
+    let last = draft(client().patch(fleet[2].url(&url)))
+        .header("Upload-Offset", (5 << 20).to_string())
+        .header("Upload-Complete", "?1")
+        .body(bytes[5 << 20..].to_vec())
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(last.status(), 204);
+    assert_eq!(last.headers()["upload-complete"], "?1");
+    let id = url.rsplit('/').next().expect("id");
+    let done = status(&fleet[0], id).await;
+    assert_eq!(done["sha256"], sha_hex(&bytes));
+    assert!(content(&fleet[1], id).await == bytes);
+}
