@@ -46,7 +46,7 @@ pub struct PgCluster {
     locks: Arc<Locks>,
     hub: Arc<Hub<Status>>,
     session: Arc<Session>,
-    outbox: mpsc::Sender<(&'static str, String)>,
+    outbox: mpsc::Sender<Notice>,
     /// Woken by every release notice, from any instance.
     released: Arc<Notify>,
 }
@@ -84,17 +84,33 @@ impl PgCluster {
     }
 
     fn notify(&self, channel: &'static str, payload: String) {
-        if self.outbox.try_send((channel, payload)).is_err() {
+        self.send(Notice {
+            channel,
+            payload,
+            while_waiting: None,
+        });
+    }
+
+    fn send(&self, notice: Notice) {
+        let channel = notice.channel;
+        if self.outbox.try_send(notice).is_err() {
             warn!(channel, "notice dropped: the database is behind or away");
         }
     }
 
-    fn ask_to_stop(&self, id: UploadId, purpose: Purpose) {
+    /// Sent only while `waiting` is not cancelled: a stop notice that is still queued when
+    /// its request has got the lock (or given up) would stop whoever holds the upload by the
+    /// time it arrives — often that client's next, newer request.
+    fn ask_to_stop(&self, id: UploadId, purpose: Purpose, waiting: &CancellationToken) {
         let purpose = match purpose {
             Purpose::Append => "append",
             Purpose::Remove => "remove",
         };
-        self.notify(STOP, format!("{} {id} {purpose}", self.instance));
+        self.send(Notice {
+            channel: STOP,
+            payload: format!("{} {id} {purpose}", self.instance),
+            while_waiting: Some(waiting.clone()),
+        });
     }
 
     /// Tries the upload's lock once. In a task of its own, which wraps a lock taken at once:
@@ -125,6 +141,9 @@ impl Cluster for PgCluster {
     async fn lock(&self, id: UploadId, purpose: Purpose) -> Guard {
         let holder = self.locks.acquire(id, purpose).await;
         let mut asked: Option<Instant> = None;
+        // Cancelled when this call returns, whatever the outcome.
+        let waiting = CancellationToken::new();
+        let _waiting = waiting.clone().drop_guard();
         loop {
             // A newer request here, a stop notice, or shutdown: an append gives up (the caller
             // finds out why, and never acts without the lock). A removal holds on, as it does
@@ -138,7 +157,7 @@ impl Cluster for PgCluster {
                 Ok(Some(lock)) => return Guard::new(PgHeld::new(holder, Some(lock), None)),
                 Ok(None) => {
                     if asked.is_none_or(|at| at.elapsed() >= ASK_AGAIN) {
-                        self.ask_to_stop(id, purpose);
+                        self.ask_to_stop(id, purpose, &waiting);
                         asked = Some(Instant::now());
                     }
                     let cancelled = async {
@@ -197,8 +216,11 @@ impl Cluster for PgCluster {
         self.hub.update(id, change);
     }
 
-    fn is_watched(&self, id: &str) -> bool {
-        self.hub.is_watched(id)
+    /// Always: a watcher may be on any instance, and this one cannot see the others'. With
+    /// the bytes in an object store (which many instances need), a checkpoint is a part, so
+    /// this is one commit per part.
+    fn is_watched(&self, _id: &str) -> bool {
+        true
     }
 }
 
@@ -275,7 +297,7 @@ struct Taken {
 /// An advisory lock held on the lock session; let go (and announced) when dropped.
 struct SessionLock {
     session: Arc<Session>,
-    outbox: mpsc::Sender<(&'static str, String)>,
+    outbox: mpsc::Sender<Notice>,
     id: UploadId,
     generation: u64,
     /// Cancelled if the connection the lock lives on is lost.
@@ -293,7 +315,12 @@ impl Drop for SessionLock {
         tokio::spawn(async move {
             session.unlock(id.lock_key(), generation).await;
             if announce {
-                let _ = outbox.send((RELEASED, id.to_string())).await;
+                let released = Notice {
+                    channel: RELEASED,
+                    payload: id.to_string(),
+                    while_waiting: None,
+                };
+                let _ = outbox.send(released).await;
             }
         });
     }
@@ -614,11 +641,27 @@ impl Inbox {
     }
 }
 
+/// One notice to send.
+struct Notice {
+    channel: &'static str,
+    payload: String,
+    /// Dropped unsent once this is cancelled.
+    while_waiting: Option<CancellationToken>,
+}
+
 /// Sends notices in the order they were made, on a connection of their own (made again
 /// when lost; a notice that fails twice is dropped: a later one carries the news).
-async fn send_notices(url: String, mut pending: mpsc::Receiver<(&'static str, String)>) {
+async fn send_notices(url: String, mut pending: mpsc::Receiver<Notice>) {
     let mut conn: Option<PgConnection> = None;
-    while let Some((channel, payload)) = pending.recv().await {
+    while let Some(notice) = pending.recv().await {
+        let Notice {
+            channel,
+            payload,
+            while_waiting,
+        } = notice;
+        if while_waiting.is_some_and(|waiting| waiting.is_cancelled()) {
+            continue;
+        }
         for _ in 0..2 {
             if conn.is_none() {
                 conn = PgConnection::connect(&url).await.ok();
