@@ -436,7 +436,7 @@ impl Bench<'_> {
                     .map(|(app, c)| format!("{app} {c}"))
                     .collect();
                 println!(
-                    "  connections: peak {} on the database from the instances ({}); each instance may hold 16 pooled + 3 of its own",
+                    "  connections: peak {} on the database from the instances ({}); each instance may hold 16 pooled + 4 of its own",
                     peak.instances,
                     per_node.join(", ")
                 );
