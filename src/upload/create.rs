@@ -71,7 +71,14 @@ impl Engine {
         }
         Metrics::add(&self.metrics.created, 1);
         if upload.size == Some(0) {
-            self.seal(&mut upload, Sha256::new(), now).await?;
+            // Nobody has this id yet: if the store cannot make the empty file now, the create
+            // fails whole (the client retries) rather than leave an upload the sweep would
+            // complete for nobody.
+            if let Err(e) = self.seal(&mut upload, Sha256::new(), now).await {
+                let _ = self.store.remove(&id.to_string(), None).await;
+                self.meta.purge(id).await?;
+                return Err(e);
+            }
             self.meta.save_progress(&upload).await?;
             self.count_finished(&upload);
         }

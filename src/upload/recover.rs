@@ -9,8 +9,9 @@ use std::time::{Duration, SystemTime};
 use super::append::restore_hasher;
 use super::{checksum, Engine, Result, State, Status, Upload, UploadError};
 
-/// How long after a failed completion the sweep tries again.
+/// How long after a failed completion the sweep tries again, at first and at most.
 const SEAL_AGAIN: Duration = Duration::from_secs(10);
+const SEAL_AGAIN_AT_MOST: Duration = Duration::from_secs(3600);
 
 impl Engine {
     /// Reconciles every unfinished upload; returns how many needed repair.
@@ -81,11 +82,16 @@ impl Engine {
         Ok(())
     }
 
-    /// Makes an all-in upload the store failed to complete due soon, for the sweep to seal
-    /// (not at once: each try may wait out the store client's retries, and the sweep would
-    /// spend itself on them while the store is down).
+    /// Makes an all-in upload the store failed to complete due again later, for the sweep to
+    /// seal: not at once (each try may wait out the store client's retries, and the sweep
+    /// would spend itself on them while the store is down), and later the longer it has
+    /// failed (half the time since its bytes were all in, 10 s to an hour), so that one the
+    /// store will never complete costs little.
     pub(super) async fn mark_due(&self, upload: &mut Upload) {
-        upload.expires_at = Some(SystemTime::now() + SEAL_AGAIN);
+        let now = SystemTime::now();
+        let failing = now.duration_since(upload.updated_at).unwrap_or_default();
+        let wait = (failing / 2).clamp(SEAL_AGAIN, SEAL_AGAIN_AT_MOST);
+        upload.expires_at = Some(now + wait);
         if let Err(e) = self.meta.save_progress(upload).await {
             warn!(upload = %upload.id, error = %e, "could not mark an unsealed upload due");
         }
