@@ -93,8 +93,8 @@ pub trait Meta: Send + Sync + 'static {
     /// Live uploads (incomplete or failed) whose expiry time is at or before `now`.
     async fn expired(&self, now: SystemTime, limit: u32) -> Result<Vec<UploadId>>;
 
-    /// Every live upload still receiving bytes: what start-up reconciles with the store.
-    async fn unfinished(&self) -> Result<Vec<Upload>>;
+    /// The ids of every live upload still receiving bytes: what start-up reconciles.
+    async fn unfinished(&self) -> Result<Vec<UploadId>>;
 
     /// The upload a client's own key for a file maps to.
     async fn key_upload(&self, key: &str) -> Result<Option<UploadId>>;

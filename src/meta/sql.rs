@@ -254,12 +254,10 @@ impl Meta for SqlMeta {
         self.ids(sql, &[millis(now), i64::from(limit)]).await
     }
 
-    async fn unfinished(&self) -> Result<Vec<Upload>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM uploads WHERE state = 'uploading' AND removed_at IS NULL"
-        );
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
-        rows.iter().map(from_row).collect()
+    async fn unfinished(&self) -> Result<Vec<UploadId>> {
+        // Ids only: the rows (each with its part list) are read one at a time by the caller.
+        let sql = "SELECT id FROM uploads WHERE state = 'uploading' AND removed_at IS NULL";
+        self.ids(sql, &[]).await
     }
 
     async fn key_upload(&self, key: &str) -> Result<Option<UploadId>> {

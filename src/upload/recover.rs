@@ -20,13 +20,13 @@ impl Engine {
         // Once the store could not be reached, the other seals wait for the sweep: each try
         // would wait out the store client's retries before the service starts.
         let mut store_away = false;
-        for listed in self.meta.unfinished().await? {
+        for id in self.meta.unfinished().await? {
             // Another instance may be appending to it (or repairing it) right now; once locked,
-            // read it again, as that one may have moved it since the list was read.
-            let Some(_guard) = self.cluster.try_lock(listed.id).await else {
+            // read it, as that one may have moved it since the list was read.
+            let Some(_guard) = self.cluster.try_lock(id).await else {
                 continue;
             };
-            let Some(upload) = self.meta.get(listed.id).await? else {
+            let Some(upload) = self.meta.get(id).await? else {
                 continue;
             };
             if upload.state != State::Uploading || upload.removed_at.is_some() {
