@@ -159,6 +159,41 @@ pub struct Config {
     /// The public base URL (e.g. https://files.example.com); when set, Location is absolute.
     #[arg(long, env = "RESUMABLE_PUBLIC_URL")]
     pub public_url: Option<String>,
+
+    /// POST hook events as JSON to this URL (http:// or https://).
+    #[arg(long, env = "RESUMABLE_HOOKS_URL", conflicts_with = "hooks_command")]
+    pub hooks_url: Option<String>,
+
+    /// Run this program for each hook event, with the event JSON on standard input and the
+    /// event type as its argument.
+    #[arg(long, env = "RESUMABLE_HOOKS_COMMAND")]
+    pub hooks_command: Option<PathBuf>,
+
+    /// The hook events to send: pre-create, pre-finish, post-create, post-receive,
+    /// post-finish, post-terminate.
+    #[arg(
+        long,
+        env = "RESUMABLE_HOOKS_EVENTS",
+        value_delimiter = ',',
+        default_value = "pre-create,post-create,post-finish,post-terminate"
+    )]
+    pub hooks_events: Vec<crate::hooks::EventKind>,
+
+    /// How long a hook may take to answer; a pre-* hook that takes longer refuses with 503.
+    #[arg(long, env = "RESUMABLE_HOOKS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub hooks_timeout: Duration,
+
+    /// How long a post-* event is retried before it is given up.
+    #[arg(long, env = "RESUMABLE_HOOKS_RETRY_FOR", default_value = "24h", value_parser = parse_duration)]
+    pub hooks_retry_for: Duration,
+
+    /// At most one post-receive event per upload this often.
+    #[arg(long, env = "RESUMABLE_HOOKS_PROGRESS_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub hooks_progress_interval: Duration,
+
+    /// Signs every HTTP hook event (header Resumable-Signature, HMAC-SHA256) with this key.
+    #[arg(long, env = "RESUMABLE_HOOKS_SECRET", hide_env_values = true)]
+    pub hooks_secret: Option<String>,
 }
 
 /// Settings that parse but cannot be used.
@@ -172,9 +207,43 @@ pub enum ConfigError {
         "the token file {0} has no token (blank lines and lines starting with # are comments)"
     )]
     NoTokenInFile(std::path::PathBuf),
+    #[error("an empty --hooks-secret would sign with no key; give a secret, or none at all")]
+    EmptyHooksSecret,
+    #[error("--hooks-url must be an http:// or https:// URL, not `{0}`")]
+    HooksUrl(String),
 }
 
 impl Config {
+    /// The hooks, if --hooks-url or --hooks-command is set.
+    pub fn hooks(&self) -> Result<Option<crate::hooks::HookSettings>, ConfigError> {
+        use crate::hooks::{HookSettings, Target};
+        let target = match (&self.hooks_url, &self.hooks_command) {
+            (Some(url), _) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(ConfigError::HooksUrl(url.clone()));
+                }
+                Target::Url(url.clone())
+            }
+            (None, Some(command)) => Target::Command(command.clone()),
+            (None, None) => return Ok(None),
+        };
+        if self
+            .hooks_secret
+            .as_deref()
+            .is_some_and(|s| s.trim().is_empty())
+        {
+            return Err(ConfigError::EmptyHooksSecret);
+        }
+        Ok(Some(HookSettings {
+            target,
+            events: self.hooks_events.clone(),
+            timeout: self.hooks_timeout,
+            retry_for: self.hooks_retry_for,
+            progress_interval: self.hooks_progress_interval,
+            secret: self.hooks_secret.clone(),
+        }))
+    }
+
     /// The database URL in force: the flag, or the SQLite file inside the data directory.
     /// --instance-name, else the host's name.
     pub fn instance_name(&self) -> String {

@@ -106,6 +106,10 @@ impl ApiError {
             ApiError::Upload(UploadError::Storage(_)) => {
                 "the server could not store or read the bytes".into()
             }
+            // Its detail (the hook's address, its error) is the operator's business: logged.
+            ApiError::Upload(UploadError::Hook(_)) => {
+                "the service's hook could not decide on this request now; retry later".into()
+            }
             ApiError::Upload(UploadError::Db(MetaError::Stale)) => {
                 "another request moved this upload on meanwhile; ask for its offset and resume"
                     .into()
@@ -146,6 +150,8 @@ fn upload_code(error: &UploadError) -> &'static str {
         UploadError::Superseded { .. } => "superseded",
         UploadError::ShuttingDown { .. } => "shutting_down",
         UploadError::IdleTimeout { .. } => "idle_timeout",
+        UploadError::Rejected { .. } => "rejected",
+        UploadError::Hook(_) => "hook_unavailable",
         UploadError::Storage(e) if e.is_out_of_space() => "insufficient_storage",
         e if e.is_unavailable() => "storage_unavailable",
         UploadError::Unavailable { .. } => "storage_unavailable",
@@ -182,6 +188,11 @@ fn upload_status(error: &UploadError) -> StatusCode {
         UploadError::Sha256Mismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         UploadError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
         UploadError::IdleTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+        // The hook's own choice (checked to be 4xx or 5xx when it answered).
+        UploadError::Rejected { status, .. } => {
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN)
+        }
+        UploadError::Hook(_) => StatusCode::SERVICE_UNAVAILABLE,
         UploadError::Storage(e) if e.is_out_of_space() => StatusCode::INSUFFICIENT_STORAGE,
         e if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
         UploadError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -258,7 +269,7 @@ impl ResponseError for ApiError {
             response.insert_header((header::RETRY_AFTER, "1"));
         }
         if let ApiError::Upload(e) = self {
-            if e.is_unavailable() {
+            if e.is_unavailable() || matches!(e, UploadError::Hook(_)) {
                 response.insert_header((header::RETRY_AFTER, "5"));
             }
         }

@@ -9,12 +9,15 @@
 //! - leaves, each behind a trait so a second implementation can plug in: [`store`] (the
 //!   bytes), [`meta`] (the metadata; the only SQL), [`cluster`] (locks and progress
 //!   publish/subscribe). They never import each other. [`metrics`] counts for /metrics.
+//! - [`hooks`]: the operator's hooks: `pre-*` questions and the durable `post-*` outbox
+//!   (its queue is kept by [`meta`]).
 //! - [`fault`]: named crash points that tests arm through an environment variable.
 
 pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod fault;
+pub mod hooks;
 pub mod http;
 pub mod meta;
 pub mod metrics;

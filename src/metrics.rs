@@ -26,6 +26,8 @@ pub struct Metrics {
     store: Option<Arc<StoreMetrics>>,
     /// Which instance this is, for an operator running many behind one name.
     instance: String,
+    /// Hook events by type and outcome, and the age of the oldest queued one.
+    pub hooks: HookMetrics,
 }
 
 /// Which progress channel a watcher uses.
@@ -89,6 +91,7 @@ impl Metrics {
         if let Some(store) = &self.store {
             store.render(&mut out);
         }
+        self.hooks.render(&mut out);
         if let Some(free) = disk_free {
             let _ = writeln!(
                 out,
@@ -159,6 +162,71 @@ impl Metrics {
                 gauge.load(Ordering::Relaxed)
             );
         }
+    }
+}
+
+/// Hook event types, in the order of `hooks::EventKind::index`.
+pub const HOOK_EVENTS: [&str; 6] = [
+    "pre-create",
+    "pre-finish",
+    "post-create",
+    "post-receive",
+    "post-finish",
+    "post-terminate",
+];
+/// What happened to a hook event: a `pre-*` one is delivered or failed; a `post-*` one is
+/// queued, then delivered, retried or (after --hooks-retry-for) failed.
+const HOOK_OUTCOMES: [&str; 4] = ["queued", "delivered", "retried", "failed"];
+
+#[derive(Debug)]
+pub struct HookMetrics {
+    events: [[AtomicU64; HOOK_OUTCOMES.len()]; HOOK_EVENTS.len()],
+    /// Milliseconds since the oldest queued event was queued; -1 when the queue is empty
+    /// (or no hooks are configured).
+    oldest_millis: AtomicI64,
+}
+
+impl Default for HookMetrics {
+    fn default() -> Self {
+        HookMetrics {
+            events: Default::default(),
+            oldest_millis: AtomicI64::new(-1),
+        }
+    }
+}
+
+impl HookMetrics {
+    /// Counts one event of `HOOK_EVENTS[kind]` with an outcome of `HOOK_OUTCOMES`.
+    pub fn count(&self, kind: usize, outcome: &str) {
+        let Some(outcome) = HOOK_OUTCOMES.iter().position(|o| *o == outcome) else {
+            return;
+        };
+        if let Some(row) = self.events.get(kind) {
+            row[outcome].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn set_oldest_millis(&self, millis: i64) {
+        self.oldest_millis.store(millis, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP resumable_hook_events_total Hook events by type and outcome.\n# TYPE resumable_hook_events_total counter");
+        for (kind, row) in HOOK_EVENTS.iter().zip(&self.events) {
+            for (outcome, value) in HOOK_OUTCOMES.iter().zip(row) {
+                let value = value.load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "resumable_hook_events_total{{type=\"{kind}\",outcome=\"{outcome}\"}} {value}"
+                );
+            }
+        }
+        let millis = self.oldest_millis.load(Ordering::Relaxed).max(0);
+        let _ = writeln!(
+            out,
+            "# HELP resumable_hook_queue_oldest_seconds Age of the oldest hook event waiting for delivery (0 when none waits).\n# TYPE resumable_hook_queue_oldest_seconds gauge\nresumable_hook_queue_oldest_seconds {}",
+            millis as f64 / 1000.0
+        );
     }
 }
 

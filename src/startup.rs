@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::cluster::{Cluster, LocalCluster, PgCluster};
 use crate::config::{Config, ConfigError};
+use crate::hooks::Hooks;
 use crate::http::{self, Ctx};
 use crate::meta::{Backend, MetaError, SqlMeta};
 use crate::metrics::Metrics;
@@ -43,6 +44,8 @@ pub enum StartupError {
     PartSize(u64),
     #[error("{0} is reachable from other machines and no --token is set: add --token or --token-file, or --allow-anonymous to let anyone create uploads")]
     AnonymousOnPublicAddress(SocketAddr),
+    #[error("the hooks cannot be set up: {0}")]
+    Hooks(crate::hooks::HookError),
 }
 
 pub struct Application {
@@ -81,6 +84,8 @@ impl Application {
     pub async fn run(self) -> std::io::Result<()> {
         let handle = self.server.handle();
         let sweeper = actix_web::rt::spawn(sweep_expired(self.engine.clone()));
+        let engine = self.engine.clone();
+        let outbox = actix_web::rt::spawn(async move { engine.deliver_events().await });
         let mut server = self.server;
         let result = tokio::select! {
             result = &mut server => result,
@@ -93,6 +98,7 @@ impl Application {
             }
         };
         sweeper.abort();
+        outbox.abort();
         result
     }
 }
@@ -138,13 +144,15 @@ async fn open_engine(config: &Config) -> Result<Arc<Engine>, StartupError> {
         (Some(max), Some(limit)) => Some(max.min(limit)),
         (max, limit) => max.or(limit),
     };
-    let engine = Arc::new(Engine::new(
-        Arc::new(meta),
-        store,
-        cluster,
-        Arc::new(metrics.named(&config.instance_name())),
-        settings,
-    ));
+    let metrics = Arc::new(metrics.named(&config.instance_name()));
+    let hooks = match config.hooks()? {
+        Some(hooks) => Some(Arc::new(
+            Hooks::new(hooks, metrics.clone()).map_err(StartupError::Hooks)?,
+        )),
+        None => None,
+    };
+    let engine =
+        Arc::new(Engine::new(Arc::new(meta), store, cluster, metrics, settings).with_hooks(hooks));
     let repaired = engine.reconcile().await?;
     if repaired > 0 {
         warn!(repaired, "uploads repaired after an unclean stop");
@@ -301,6 +309,7 @@ fn serve(
         let app = App::new()
             .app_data(engine_data.clone())
             .app_data(ctx.clone())
+            .wrap(actix_web::middleware::from_fn(http::hook_context))
             .wrap(actix_web::middleware::from_fn(http::protocol_middleware))
             .wrap(actix_web::middleware::from_fn(http::limit_header_size))
             .wrap(actix_web::middleware::from_fn(http::browser_safety))

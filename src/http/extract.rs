@@ -47,7 +47,9 @@ pub async fn read_limited(mut payload: web::Payload, limit: usize) -> Result<Vec
 pub async fn detached<T: 'static>(
     work: impl Future<Output = Result<T, ApiError>> + 'static,
 ) -> Result<T, ApiError> {
-    actix_web::rt::spawn(work.in_current_span())
+    // The task carries the request along, for the hook events the engine raises in it.
+    let work = crate::hooks::with_current_request(work.in_current_span());
+    actix_web::rt::spawn(work)
         .await
         .map_err(|e| ApiError::Internal(format!("append task failed: {e}")))?
 }

@@ -65,7 +65,7 @@ pub fn head(status: &Status) -> HttpResponseBuilder {
     if let Some(size) = status.size {
         response.insert_header(("Upload-Length", size.to_string()));
     }
-    if let Some(metadata) = &status.metadata {
+    if let Some(metadata) = &status.raw_metadata {
         response.insert_header(("Upload-Metadata", metadata.clone()));
     }
     if status.size.is_none() {

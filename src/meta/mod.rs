@@ -8,6 +8,7 @@ mod sql;
 
 use std::time::SystemTime;
 
+use crate::hooks::{NewEvent, QueuedEvent};
 use crate::upload::model::{Upload, UploadId};
 
 pub use sql::{Backend, SqlMeta};
@@ -60,22 +61,31 @@ pub trait Meta: Send + Sync + 'static {
     /// Checks the database answers.
     async fn ping(&self) -> Result<()>;
 
-    async fn insert(&self, upload: &Upload) -> Result<()>;
+    /// Records a new upload, and queues `events` in the same transaction.
+    async fn insert(&self, upload: &Upload, events: &[NewEvent]) -> Result<()>;
 
     /// The upload with this id, removed or not; `None` once it is forgotten (or never was).
     async fn get(&self, id: UploadId) -> Result<Option<Upload>>;
 
     /// Writes everything an append or a finish changes, atomically — only over a live
     /// upload still `uploading` whose `received` is not past this one's: else
-    /// [`MetaError::Stale`] (someone else moved it on meanwhile).
-    async fn save_progress(&self, upload: &Upload) -> Result<()>;
+    /// [`MetaError::Stale`] (someone else moved it on meanwhile). `events` are queued in the
+    /// same transaction: written if and only if the change is.
+    async fn save_progress(&self, upload: &Upload, events: &[NewEvent]) -> Result<()>;
 
     /// Pulls `received` (with the hasher's and the store's state) back to what the store
     /// holds: start-up repair after bytes were lost.
     async fn rewind(&self, upload: &Upload) -> Result<()>;
 
     /// Keeps the upload as a tombstone, so its id answers 410 from now on.
-    async fn mark_removed(&self, id: UploadId, reason: &str, at: SystemTime) -> Result<()>;
+    /// `events` are queued in the same transaction, if the upload was live until now.
+    async fn mark_removed(
+        &self,
+        id: UploadId,
+        reason: &str,
+        at: SystemTime,
+        events: &[NewEvent],
+    ) -> Result<()>;
 
     /// Records that a removed upload's bytes are gone.
     async fn mark_bytes_removed(&self, id: UploadId, at: SystemTime) -> Result<()>;
@@ -87,7 +97,8 @@ pub trait Meta: Send + Sync + 'static {
     /// too): from then on their ids answer 404. Returns how many.
     async fn forget_removed(&self, before: SystemTime) -> Result<u64>;
 
-    /// Forgets an upload entirely, for a create that failed before anyone saw its id.
+    /// Forgets an upload entirely, with its queued events, for a create that failed before
+    /// anyone saw its id.
     async fn purge(&self, id: UploadId) -> Result<()>;
 
     /// Live uploads (incomplete or failed) whose expiry time is at or before `now`.
@@ -102,4 +113,21 @@ pub trait Meta: Send + Sync + 'static {
     /// Maps a client key to an upload, where it is unmapped or still maps to `stale`. False
     /// when another request mapped it first (two first requests racing).
     async fn map_key(&self, key: &str, upload: UploadId, stale: Option<UploadId>) -> Result<bool>;
+
+    /// Queued hook events that may be tried now, each the oldest of its upload (the next
+    /// waits until it is delivered), oldest first.
+    async fn due_events(&self, now: SystemTime, limit: u32) -> Result<Vec<QueuedEvent>>;
+
+    /// Takes an event for delivery until `until`, if it is still as `due_events` read it
+    /// (`due_at`): false when another instance took it first.
+    async fn claim_event(&self, seq: i64, due_at: i64, until: SystemTime) -> Result<bool>;
+
+    /// Forgets a delivered event (or one given up).
+    async fn event_done(&self, seq: i64) -> Result<()>;
+
+    /// Records a failed try: tried again at `at`.
+    async fn event_retry(&self, seq: i64, at: SystemTime, error: &str) -> Result<()>;
+
+    /// When the oldest queued event was queued.
+    async fn oldest_event(&self) -> Result<Option<SystemTime>>;
 }

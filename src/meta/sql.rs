@@ -5,11 +5,13 @@
 use std::sync::Once;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 
 use super::{Meta, MetaError, Result};
+use crate::hooks::{NewEvent, QueuedEvent};
 use crate::upload::model::{State, Upload, UploadId};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -39,7 +41,7 @@ impl Backend {
 }
 
 const COLUMNS: &str = "id, name, size, received, state, content_type, expected_sha256, sha256, \
-                       hash_state, store_state, metadata, created_at, updated_at, expires_at, removed_at";
+                       hash_state, store_state, metadata, failure, created_at, updated_at, expires_at, removed_at";
 
 impl SqlMeta {
     /// Opens the database `url` names (creating an SQLite file if missing) with at most
@@ -83,6 +85,27 @@ impl SqlMeta {
         Ok(SqlMeta { pool })
     }
 
+    /// Runs a change and, if it changed a row, queues `events` with it in one transaction.
+    /// Returns how many rows the change touched.
+    async fn change_with_events<'q>(
+        &self,
+        change: Query<'q, Any, AnyArguments<'q>>,
+        events: &[NewEvent],
+    ) -> Result<u64> {
+        if events.is_empty() {
+            return Ok(change.execute(&self.pool).await?.rows_affected());
+        }
+        let mut tx = self.pool.begin().await?;
+        let changed = change.execute(&mut *tx).await?.rows_affected();
+        if changed > 0 {
+            for event in events {
+                enqueue(&mut tx, event).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
     /// The ids a query selects, binding `values` in order.
     async fn ids(&self, sql: &str, values: &[i64]) -> Result<Vec<UploadId>> {
         let query = values
@@ -113,11 +136,11 @@ impl Meta for SqlMeta {
         Ok(())
     }
 
-    async fn insert(&self, upload: &Upload) -> Result<()> {
-        sqlx::query(
+    async fn insert(&self, upload: &Upload, events: &[NewEvent]) -> Result<()> {
+        let insert = sqlx::query(
             "INSERT INTO uploads (id, name, size, received, state, content_type, expected_sha256, \
-             sha256, hash_state, store_state, metadata, created_at, updated_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             sha256, hash_state, store_state, metadata, created_at, updated_at, expires_at, failure) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(upload.id.to_string())
         .bind(&upload.name)
@@ -133,8 +156,8 @@ impl Meta for SqlMeta {
         .bind(millis(upload.created_at))
         .bind(millis(upload.updated_at))
         .bind(upload.expires_at.map(millis))
-        .execute(&self.pool)
-        .await?;
+        .bind(&upload.failure);
+        self.change_with_events(insert, events).await?;
         Ok(())
     }
 
@@ -147,12 +170,13 @@ impl Meta for SqlMeta {
         row.map(|r| from_row(&r)).transpose()
     }
 
-    async fn save_progress(&self, upload: &Upload) -> Result<()> {
+    async fn save_progress(&self, upload: &Upload, events: &[NewEvent]) -> Result<()> {
         // Fenced: a holder that lost its claim (another instance took the upload over and
         // moved it on, sealed or removed it) must not write its older view over the newer.
-        let saved = sqlx::query(
+        let save = sqlx::query(
             "UPDATE uploads SET name = $1, size = $2, received = $3, state = $4, sha256 = $5, \
-             expected_sha256 = $6, hash_state = $7, store_state = $8, updated_at = $9, expires_at = $10 \
+             expected_sha256 = $6, hash_state = $7, store_state = $8, updated_at = $9, expires_at = $10, \
+             failure = $12 \
              WHERE id = $11 AND state = 'uploading' AND removed_at IS NULL AND received <= $3",
         )
         .bind(&upload.name)
@@ -166,9 +190,8 @@ impl Meta for SqlMeta {
         .bind(millis(upload.updated_at))
         .bind(upload.expires_at.map(millis))
         .bind(upload.id.to_string())
-        .execute(&self.pool)
-        .await?;
-        match saved.rows_affected() {
+        .bind(&upload.failure);
+        match self.change_with_events(save, events).await? {
             0 => Err(MetaError::Stale),
             _ => Ok(()),
         }
@@ -189,17 +212,22 @@ impl Meta for SqlMeta {
         Ok(())
     }
 
-    async fn mark_removed(&self, id: UploadId, reason: &str, at: SystemTime) -> Result<()> {
-        sqlx::query(
+    async fn mark_removed(
+        &self,
+        id: UploadId,
+        reason: &str,
+        at: SystemTime,
+        events: &[NewEvent],
+    ) -> Result<()> {
+        let mark = sqlx::query(
             "UPDATE uploads SET removed_at = $1, removed_reason = $2, hash_state = NULL, \
              expires_at = NULL, updated_at = $3 WHERE id = $4 AND removed_at IS NULL",
         )
         .bind(millis(at))
         .bind(reason)
         .bind(millis(at))
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?;
+        .bind(id.to_string());
+        self.change_with_events(mark, events).await?;
         Ok(())
     }
 
@@ -241,10 +269,17 @@ impl Meta for SqlMeta {
     }
 
     async fn purge(&self, id: UploadId) -> Result<()> {
-        sqlx::query("DELETE FROM uploads WHERE id = $1")
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await?;
+        let mut tx = self.pool.begin().await?;
+        for table in [
+            "DELETE FROM hook_events WHERE upload_id = $1",
+            "DELETE FROM uploads WHERE id = $1",
+        ] {
+            sqlx::query(table)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -281,6 +316,92 @@ impl Meta for SqlMeta {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    async fn due_events(&self, now: SystemTime, limit: u32) -> Result<Vec<QueuedEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, kind, upload_id, created_at, attempts, next_attempt_at, body \
+             FROM hook_events e WHERE next_attempt_at <= $1 AND NOT EXISTS \
+             (SELECT 1 FROM hook_events p WHERE p.upload_id = e.upload_id AND p.seq < e.seq) \
+             ORDER BY seq LIMIT $2",
+        )
+        .bind(millis(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn claim_event(&self, seq: i64, due_at: i64, until: SystemTime) -> Result<bool> {
+        let claimed = sqlx::query(
+            "UPDATE hook_events SET next_attempt_at = $1 WHERE seq = $2 AND next_attempt_at = $3",
+        )
+        .bind(millis(until))
+        .bind(seq)
+        .bind(due_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(claimed.rows_affected() == 1)
+    }
+
+    async fn event_done(&self, seq: i64) -> Result<()> {
+        sqlx::query("DELETE FROM hook_events WHERE seq = $1")
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn event_retry(&self, seq: i64, at: SystemTime, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE hook_events SET attempts = attempts + 1, next_attempt_at = $1, \
+             last_error = $2 WHERE seq = $3",
+        )
+        .bind(millis(at))
+        .bind(error)
+        .bind(seq)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn oldest_event(&self) -> Result<Option<SystemTime>> {
+        let row = sqlx::query("SELECT created_at FROM hook_events ORDER BY seq LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| time(r.try_get(0)?, "created_at")).transpose()
+    }
+}
+
+/// Queues one event inside the caller's transaction.
+async fn enqueue(conn: &mut AnyConnection, event: &NewEvent) -> Result<()> {
+    let at = millis(event.created_at);
+    sqlx::query(
+        "INSERT INTO hook_events (event_id, upload_id, kind, body, created_at, next_attempt_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&event.event_id)
+    .bind(&event.upload_id)
+    .bind(event.kind.as_str())
+    .bind(&event.body)
+    .bind(at)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn event_from_row(row: &AnyRow) -> Result<QueuedEvent> {
+    let kind: String = row.try_get("kind")?;
+    let attempts: i64 = row.try_get("attempts")?;
+    Ok(QueuedEvent {
+        seq: row.try_get("seq")?,
+        kind: kind.parse().map_err(|_| MetaError::OutOfRange("kind"))?,
+        upload_id: row.try_get("upload_id")?,
+        created_at: time(row.try_get("created_at")?, "created_at")?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        due_at: row.try_get("next_attempt_at")?,
+        body: row.try_get("body")?,
+    })
 }
 
 fn to_i64(value: u64) -> i64 {
@@ -326,6 +447,7 @@ fn from_row(row: &AnyRow) -> Result<Upload> {
         hash_state: row.try_get("hash_state")?,
         store_state: row.try_get("store_state")?,
         metadata: row.try_get("metadata")?,
+        failure: row.try_get("failure")?,
         created_at: time(row.try_get("created_at")?, "created_at")?,
         updated_at: time(row.try_get("updated_at")?, "updated_at")?,
         expires_at: optional_time(row, "expires_at")?,

@@ -9,9 +9,11 @@ use sha2::{Digest, Sha256};
 use tracing::warn;
 
 use super::checksum::{self, ChunkChecksum};
+use super::events::{failed, rejected};
 use super::pipeline::{Checkpoint, End, Pump, Pumped};
 use super::{AppendRequest, Engine, Result, State, Status, Upload, UploadError, UploadId};
 use crate::cluster::{Guard, Purpose, Stop};
+use crate::hooks::Rejection;
 use crate::metrics::Metrics;
 
 impl Engine {
@@ -50,15 +52,18 @@ impl Engine {
         let end = pumped.end;
         // Settled here, under the lock, and only for a body that ended normally.
         let finishing = request.complete && end == End::Finished;
-        match &request.checksum {
+        let rejection = match &request.checksum {
             Some(checksum) => {
                 let settle = (start, checksum, finishing);
                 self.settle_checksummed(&mut upload, pumped, settle, &guard)
                     .await?
             }
             None => self.commit(&mut upload, pumped, finishing).await?,
-        }
+        };
         self.metrics.observe_append(started.elapsed());
+        if let Some(rejection) = rejection {
+            return Err(rejected(rejection, Some(upload.received)));
+        }
         self.append_verdict(&upload, end, request.complete, &guard)
     }
 
@@ -234,7 +239,7 @@ impl Engine {
             upload.expires_at = Some(self.expiry_from(now));
             (*upload).clone()
         };
-        match self.meta.save_progress(&snapshot).await {
+        match self.save(&snapshot).await {
             Ok(()) => self.cluster.publish(&Status::of(&snapshot)),
             // The bytes are durable in the store; the final commit records them.
             Err(e) => warn!(upload = %snapshot.id, error = %e, "checkpoint commit failed"),
@@ -243,12 +248,13 @@ impl Engine {
 
     /// Records what the pump made durable: `received`, the hasher, and completion.
     /// With `finishing` (the last piece ended normally), a deferred size becomes what arrived.
+    /// `Some` when a `pre-finish` hook refused the upload (it is failed now).
     pub(super) async fn commit(
         &self,
         upload: &mut Upload,
         pumped: Pumped,
         finishing: bool,
-    ) -> Result<()> {
+    ) -> Result<Option<Rejection>> {
         let Pumped {
             sink,
             hasher,
@@ -279,17 +285,18 @@ impl Engine {
         if finishing && upload.size.is_none() {
             upload.size = Some(upload.received);
         }
+        let mut rejection = None;
         if upload.size == Some(upload.received) {
-            self.seal_durably(upload, hasher, now).await?;
+            rejection = self.seal_durably(upload, hasher, now).await?;
         } else {
             upload.hash_state = Some(checksum::save_state(&hasher));
             upload.expires_at = Some(self.expiry_from(now));
         }
-        self.meta.save_progress(upload).await?;
+        self.save(upload).await?;
         self.count_finished(upload);
         crate::fault::point("commit-before-publish");
         self.cluster.publish(&Status::of(upload));
-        Ok(())
+        Ok(rejection)
     }
 
     /// A checksummed chunk counts whole or not at all: its checksum covers every byte of it,
@@ -300,7 +307,7 @@ impl Engine {
         mut pumped: Pumped,
         (start, checksum, finishing): (u64, &ChunkChecksum, bool),
         guard: &Guard,
-    ) -> Result<()> {
+    ) -> Result<Option<Rejection>> {
         let matched = pumped
             .chunk
             .take()
@@ -344,60 +351,64 @@ fn stopped(stop: Stop, received: u64) -> UploadError {
 }
 
 impl Engine {
-    /// `seal`, for a store that keeps state: every byte is first committed as received, so a
-    /// crash while the store completes the upload leaves a record that says all the bytes are
-    /// in, and start-up seals it (see `recover.rs`) instead of resuming a finished store upload.
+    /// `seal`, for a store that keeps state or a `pre-finish` hook: every byte is first
+    /// committed as received, so a crash while the store completes the upload (or a hook
+    /// that cannot be asked now) leaves a record that says all the bytes are in, and the
+    /// sweep or start-up seals it (see `recover.rs`) instead of resuming a finished upload.
     async fn seal_durably(
         &self,
         upload: &mut Upload,
         hasher: Sha256,
         now: SystemTime,
-    ) -> Result<()> {
-        if upload.store_state.is_some() {
+    ) -> Result<Option<Rejection>> {
+        let two_steps = upload.store_state.is_some() || self.asks_pre_finish();
+        if two_steps {
             upload.hash_state = Some(checksum::save_state(&hasher));
-            self.meta.save_progress(upload).await?;
+            self.save(upload).await?;
         }
         crate::fault::point("seal-before-complete");
         let sealed = self.seal(upload, hasher, now).await;
-        if sealed.is_err() && upload.store_state.is_some() {
+        if sealed.is_err() && two_steps {
             // All the bytes are committed: the sweep seals it once the store is back.
             self.mark_due(upload).await;
         }
-        sealed?;
+        let rejection = sealed?;
         crate::fault::point("seal-after-complete");
-        Ok(())
+        Ok(rejection)
     }
 
     /// Completes an upload whose bytes have all arrived: the store makes them one whole,
-    /// then the digest decides its state.
+    /// then the digest and the `pre-finish` hook decide its state (complete, or failed, which
+    /// goes at the usual expiry). The upload is unchanged if this fails: it stays all in.
+    /// `Some` when the hook refused it.
     pub(super) async fn seal(
         &self,
         upload: &mut Upload,
         hasher: Sha256,
         now: SystemTime,
-    ) -> Result<()> {
+    ) -> Result<Option<Rejection>> {
         let key = upload.id.to_string();
         self.store
             .complete(&key, upload.store_state.as_deref())
             .await?;
-        finish(upload, hasher, self.expiry_from(now));
-        Ok(())
+        let digest = hex::encode(hasher.finalize());
+        let matches = upload.expected_sha256.as_ref().is_none_or(|e| *e == digest);
+        let rejection = match matches {
+            true => self.ask_pre_finish(upload, &digest).await?,
+            false => None,
+        };
+        upload.sha256 = Some(digest);
+        match (matches, &rejection) {
+            (false, _) => failed(upload, "sha256_mismatch", self.expiry_from(now)),
+            (true, Some(_)) => failed(upload, "rejected", self.expiry_from(now)),
+            (true, None) => {
+                upload.state = State::Complete;
+                upload.hash_state = None;
+                upload.expires_at = None;
+            }
+        }
+        Ok(rejection)
     }
-}
-
-/// Completes an upload whose bytes have all arrived: digest, state, and expiry: none when
-/// complete; a failed upload (its digest did not match) goes at `failed_expiry`.
-fn finish(upload: &mut Upload, hasher: Sha256, failed_expiry: SystemTime) {
-    let digest = hex::encode(hasher.finalize());
-    let matches = upload.expected_sha256.as_ref().is_none_or(|e| *e == digest);
-    upload.state = if matches {
-        State::Complete
-    } else {
-        State::Failed
-    };
-    upload.sha256 = Some(digest);
-    upload.hash_state = None;
-    upload.expires_at = (!matches).then_some(failed_expiry);
 }
 
 pub(super) fn sha256_verdict(upload: &Upload, status: Status) -> Result<Status> {

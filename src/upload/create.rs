@@ -9,10 +9,12 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use super::append::{restore_hasher, sha256_verdict};
+use super::events::rejected;
 use super::input::{validate_name, without_bidi};
 use super::pipeline::End;
 use super::{checksum, Engine, NewUpload, Result, State, Status, Upload, UploadError, UploadId};
 use crate::cluster::{Guard, Purpose};
+use crate::hooks::EventKind;
 use crate::metrics::Metrics;
 
 /// A streamed upload whose bytes are in, still locked until [`Engine::finish_streamed`].
@@ -30,10 +32,13 @@ impl Streamed {
 
 impl Engine {
     pub async fn create(&self, new: NewUpload) -> Result<Status> {
-        Ok(Status::of(&self.create_upload(new).await?))
+        Ok(Status::of(&self.create_upload(new, true).await?))
     }
 
-    async fn create_upload(&self, mut new: NewUpload) -> Result<Upload> {
+    /// A new upload, after `pre-create` accepted it. With `announce`, `post-create` is queued
+    /// with its record; a streamed create announces itself once its bytes are in (until then
+    /// it may still be discarded, and nobody knows its id).
+    async fn create_upload(&self, mut new: NewUpload, announce: bool) -> Result<Upload> {
         new.name = without_bidi(&new.name);
         validate_name(&new.name).map_err(UploadError::InvalidName)?;
         self.check_space().await?;
@@ -56,31 +61,45 @@ impl Engine {
             hash_state: Some(checksum::save_state(&Sha256::new())),
             store_state: None,
             metadata: new.metadata,
+            failure: None,
             created_at: now,
             updated_at: now,
             expires_at: Some(self.expiry_from(now)),
             removed_at: None,
         };
         let id = upload.id;
+        self.ask_pre_create(&mut upload).await?;
+        let events = match announce {
+            true => self.post_event(EventKind::PostCreate, &Status::of(&upload)),
+            false => Vec::new(),
+        };
+        self.set_unannounced(upload.id, !announce);
         // The record first: a crash before the bytes' place exists leaves a record that
         // start-up repairs, never bytes nobody knows about.
-        self.meta.insert(&upload).await?;
+        self.meta.insert(&upload, &events).await?;
         if let Err(e) = self.store.create(&id.to_string()).await {
             self.meta.purge(id).await?;
             return Err(e.into());
         }
         Metrics::add(&self.metrics.created, 1);
+        self.announce(&events);
         if upload.size == Some(0) {
             // Nobody has this id yet: if the store cannot make the empty file now, the create
             // fails whole (the client retries) rather than leave an upload the sweep would
             // complete for nobody.
-            if let Err(e) = self.seal(&mut upload, Sha256::new(), now).await {
-                let _ = self.store.remove(&id.to_string(), None).await;
-                self.meta.purge(id).await?;
-                return Err(e);
-            }
-            self.meta.save_progress(&upload).await?;
+            let rejection = match self.seal(&mut upload, Sha256::new(), now).await {
+                Ok(rejection) => rejection,
+                Err(e) => {
+                    let _ = self.store.remove(&id.to_string(), None).await;
+                    self.meta.purge(id).await?;
+                    return Err(e);
+                }
+            };
+            self.save(&upload).await?;
             self.count_finished(&upload);
+            if let Some(rejection) = rejection {
+                return Err(rejected(rejection, Some(0)));
+            }
         }
         info!(upload = %id, size = ?upload.size, "created");
         Ok(upload)
@@ -100,7 +119,7 @@ impl Engine {
     {
         let _slot = self.append_slot(client)?;
         let id = self
-            .create_upload(NewUpload { size: None, ..new })
+            .create_upload(NewUpload { size: None, ..new }, false)
             .await?
             .id;
         let guard = self.cluster.lock(id, Purpose::Append).await;
@@ -164,16 +183,28 @@ impl Engine {
         upload.size = Some(upload.received);
         upload.updated_at = SystemTime::now();
         let now = upload.updated_at;
-        self.seal(&mut upload, hasher, now).await?;
-        self.meta.save_progress(&upload).await?;
+        // Announced now that it exists for good, before whatever the seal makes of it.
+        self.set_unannounced(upload.id, false);
+        let created = self.post_event(EventKind::PostCreate, &Status::of(&upload));
+        let rejection = self.seal(&mut upload, hasher, now).await?;
+        let mut events = created;
+        if upload.state == State::Complete {
+            events.extend(self.post_event(EventKind::PostFinish, &Status::of(&upload)));
+        }
+        self.meta.save_progress(&upload, &events).await?;
+        self.announce(&events);
         self.count_finished(&upload);
         let status = Status::of(&upload);
         self.cluster.publish(&status);
+        if let Some(rejection) = rejection {
+            return Err(rejected(rejection, Some(upload.received)));
+        }
         sha256_verdict(&upload, status)
     }
 
     /// Forgets an upload whose creation failed: no record, no bytes left behind.
     pub async fn discard(&self, id: UploadId) {
+        self.set_unannounced(id, false);
         let removed = self.store.remove(&id.to_string(), None).await;
         let purged = self.meta.purge(id).await;
         let outcome = removed
@@ -208,7 +239,7 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         }
-        let ours = self.create_upload(new).await?;
+        let ours = self.create_upload(new, true).await?;
         if self.meta.map_key(key, ours.id, stale).await? {
             return Ok(Status::of(&ours));
         }

@@ -1,5 +1,6 @@
 //! The engine's one error type. `error.rs` at the crate root maps it to HTTP.
 
+use crate::hooks::HookError;
 use crate::meta::MetaError;
 use crate::store::StoreError;
 
@@ -59,6 +60,14 @@ pub enum UploadError {
     TooSlow { received: u64 },
     #[error("the database that coordinates the instances cannot be reached; what this request stored is kept")]
     Unavailable { received: u64 },
+    #[error("{message}")]
+    Rejected {
+        status: u16,
+        message: String,
+        received: Option<u64>,
+    },
+    #[error(transparent)]
+    Hook(#[from] HookError),
     #[error(transparent)]
     Storage(#[from] StoreError),
     #[error(transparent)]
@@ -81,7 +90,9 @@ impl UploadError {
     /// The byte count a client resumes from, where the error knows it.
     pub fn received(&self) -> Option<u64> {
         match self {
-            UploadError::TooLarge { received, .. } => *received,
+            UploadError::TooLarge { received, .. } | UploadError::Rejected { received, .. } => {
+                *received
+            }
             UploadError::OffsetMismatch { received, .. }
             | UploadError::NotUploading { received, .. }
             | UploadError::LengthMismatch { received, .. }

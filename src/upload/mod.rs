@@ -14,6 +14,7 @@ pub mod checksum;
 mod content;
 mod create;
 mod error;
+mod events;
 pub mod input;
 pub mod model;
 mod pipeline;
@@ -36,6 +37,7 @@ pub use watch::Watcher;
 
 use crate::cluster::{Cluster, Guard};
 use crate::config::MAX_REPRESENTABLE_SIZE;
+use crate::hooks::Hooks;
 use crate::meta::Meta;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -99,6 +101,10 @@ pub struct Engine {
     /// The blocking threads that hash and write, shared by every append.
     jobs: Jobs,
     settings: Settings,
+    /// The operator's hooks, when configured.
+    hooks: Option<Arc<Hooks>>,
+    /// Streamed creates whose `post-create` waits for their bytes: no `post-receive` before it.
+    unannounced: std::sync::Mutex<std::collections::HashSet<UploadId>>,
 }
 
 type Result<T> = std::result::Result<T, UploadError>;
@@ -120,7 +126,19 @@ impl Engine {
             clients: Arc::default(),
             jobs: Jobs::new(4 * std::thread::available_parallelism().map_or(2, |n| n.get())),
             settings,
+            hooks: None,
+            unannounced: Default::default(),
         }
+    }
+
+    /// Raises hook events through `hooks`.
+    pub fn with_hooks(self, hooks: Option<Arc<Hooks>>) -> Engine {
+        Engine { hooks, ..self }
+    }
+
+    /// Whether hooks are configured (the HTTP layer then describes requests for them).
+    pub fn has_hooks(&self) -> bool {
+        self.hooks.is_some()
     }
 
     pub fn settings(&self) -> &Settings {

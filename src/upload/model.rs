@@ -1,6 +1,7 @@
 //! The upload's identity, its state, the upload as the engine sees it, and the one status
 //! shape every endpoint and channel shows.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
@@ -99,9 +100,13 @@ pub struct Status {
     /// `deleted` or `expired` in the last message watchers get about a removed upload.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub removed: Option<String>,
+    /// tus `Upload-Metadata` pairs, decoded (and what a `pre-create` hook set).
+    pub metadata: BTreeMap<String, String>,
+    /// Why a failed upload failed: `sha256_mismatch` or `rejected` (by a `pre-finish` hook).
+    pub failure: Option<String>,
     /// tus `Upload-Metadata` exactly as the client sent it (echoed on HEAD, not in JSON).
     #[serde(skip)]
-    pub metadata: Option<String>,
+    pub raw_metadata: Option<String>,
 }
 
 impl Status {
@@ -125,7 +130,13 @@ impl Status {
             // All in, it only waits to be sealed: it does not expire.
             expires_at: upload.expires_at.filter(|_| !upload.is_all_in()),
             removed: None,
-            metadata: upload.metadata.clone(),
+            metadata: upload
+                .metadata
+                .as_deref()
+                .map(decode_metadata)
+                .unwrap_or_default(),
+            failure: upload.failure.clone(),
+            raw_metadata: upload.metadata.clone(),
         }
     }
 }
@@ -149,6 +160,8 @@ pub struct Upload {
     pub store_state: Option<Vec<u8>>,
     /// tus `Upload-Metadata` exactly as the client sent it.
     pub metadata: Option<String>,
+    /// Why it failed: `sha256_mismatch` or `rejected`; `None` unless failed.
+    pub failure: Option<String>,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
     /// When an uploading or failed upload is removed; a complete one never expires.
@@ -171,6 +184,43 @@ impl Upload {
             && !self.is_all_in()
             && self.expires_at.is_some_and(|at| at <= now)
     }
+}
+
+/// tus `Upload-Metadata` as key → text: a value that is not UTF-8 is shown with U+FFFD, a key
+/// without a value maps to "". The front-ends checked the syntax on the way in.
+pub fn decode_metadata(raw: &str) -> BTreeMap<String, String> {
+    use base64::Engine as _;
+    raw.split(',')
+        .filter_map(|pair| {
+            let mut parts = pair.trim().split(' ');
+            let key = parts.next().filter(|k| !k.is_empty())?;
+            let value = match parts.next() {
+                Some(v) => base64::engine::general_purpose::STANDARD.decode(v).ok()?,
+                None => Vec::new(),
+            };
+            Some((key.to_owned(), String::from_utf8_lossy(&value).into_owned()))
+        })
+        .collect()
+}
+
+/// The `Upload-Metadata` form of `pairs`, or `None` if a key could not be a tus key (empty,
+/// or holding a space, a comma or a non-printable character).
+pub fn encode_metadata(pairs: &BTreeMap<String, String>) -> Option<String> {
+    use base64::Engine as _;
+    let mut out = Vec::with_capacity(pairs.len());
+    for (key, value) in pairs {
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+            return None;
+        }
+        match value.is_empty() {
+            true => out.push(key.clone()),
+            false => out.push(format!(
+                "{key} {}",
+                base64::engine::general_purpose::STANDARD.encode(value)
+            )),
+        }
+    }
+    Some(out.join(","))
 }
 
 /// RFC 3339 in UTC to the second, as API.md writes times.
@@ -217,7 +267,8 @@ mod tests {
             sha256: None,
             hash_state: None,
             store_state: None,
-            metadata: None,
+            metadata: Some("filename ZmlsZS5iaW4=,flag".into()),
+            failure: None,
             created_at: at(0),
             updated_at: at(1_795_543_200_999),
             expires_at: None,
@@ -227,5 +278,24 @@ mod tests {
         assert_eq!(json["created_at"], "1970-01-01T00:00:00Z");
         assert_eq!(json["updated_at"], "2026-11-24T18:00:00Z");
         assert!(json["expires_at"].is_null());
+        assert_eq!(
+            json["metadata"],
+            serde_json::json!({"filename": "file.bin", "flag": ""})
+        );
+        assert!(json["failure"].is_null());
+    }
+
+    #[test]
+    fn metadata_encodes_back_to_what_decodes() {
+        let pairs: BTreeMap<String, String> = [
+            ("user".to_owned(), "alice".to_owned()),
+            ("empty".into(), "".into()),
+        ]
+        .into();
+        let raw = encode_metadata(&pairs).unwrap();
+        assert_eq!(raw, "empty,user YWxpY2U=");
+        assert_eq!(decode_metadata(&raw), pairs);
+        let bad: BTreeMap<String, String> = [("a b".to_owned(), "x".to_owned())].into();
+        assert_eq!(encode_metadata(&bad), None);
     }
 }

@@ -46,7 +46,7 @@ impl Engine {
                 match self.seal_all_in(&mut upload).await {
                     Ok(()) => warn!(upload = %upload.id, "sealed after a crash"),
                     Err(e) => {
-                        store_away = e.is_unavailable();
+                        store_away = e.is_unavailable() || matches!(e, UploadError::Hook(_));
                         warn!(upload = %upload.id, error = %e, "sealing after a crash failed; retried by the sweep");
                     }
                 }
@@ -76,7 +76,7 @@ impl Engine {
             self.mark_due(upload).await;
             return Err(e);
         }
-        self.meta.save_progress(upload).await?;
+        self.save(upload).await?;
         self.count_finished(upload);
         self.cluster.publish(&Status::of(upload));
         Ok(())
@@ -92,7 +92,7 @@ impl Engine {
         let failing = now.duration_since(upload.updated_at).unwrap_or_default();
         let wait = (failing / 2).clamp(SEAL_AGAIN, SEAL_AGAIN_AT_MOST);
         upload.expires_at = Some(now + wait);
-        if let Err(e) = self.meta.save_progress(upload).await {
+        if let Err(e) = self.save(upload).await {
             warn!(upload = %upload.id, error = %e, "could not mark an unsealed upload due");
         }
     }

@@ -6,6 +6,7 @@ use tracing::{info, warn};
 
 use super::{Engine, Result, Status, Upload, UploadError, UploadId};
 use crate::cluster::{Purpose, Stop};
+use crate::hooks::EventKind;
 use crate::metrics::Metrics;
 
 /// How many uploads one sweep handles at most; the next sweep takes the rest.
@@ -25,17 +26,19 @@ impl Engine {
     /// The tombstone first, then the bytes: once the record says removed, the bytes are owed,
     /// and whoever finds them still there (this call, the sweeper, start-up) deletes them.
     pub(super) async fn remove(&self, upload: &Upload, reason: &str) -> Result<()> {
+        let mut last = Status::of(upload);
+        last.removed = Some(reason.to_owned());
+        let events = self.post_event(EventKind::PostTerminate, &last);
         self.meta
-            .mark_removed(upload.id, reason, SystemTime::now())
+            .mark_removed(upload.id, reason, SystemTime::now(), &events)
             .await?;
+        self.announce(&events);
         let counter = if reason == "expired" {
             &self.metrics.expired
         } else {
             &self.metrics.deleted
         };
         Metrics::add(counter, 1);
-        let mut last = Status::of(upload);
-        last.removed = Some(reason.to_owned());
         self.cluster.close(last);
         info!(upload = %upload.id, reason, "removed");
         crate::fault::point("remove-after-tombstone");
