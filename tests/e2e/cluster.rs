@@ -713,3 +713,64 @@ async fn a_draft_upload_goes_through_three_instances() {
     assert_eq!(done["sha256"], sha_hex(&bytes));
     assert!(content(&fleet[1], id).await == bytes);
 }
+
+/// Hooks over PostgreSQL: events raised on either instance wait in the one queue while the
+/// receiver is down; once it is back, both instances drain it, and each event arrives once (a
+/// claim keeps two instances from sending the same one), in order for each upload, whichever
+/// instance raised it.
+#[tokio::test(flavor = "multi_thread")]
+async fn hook_events_raised_on_any_instance_arrive_once_and_in_order() {
+    let receiver = crate::receiver::Receiver::start();
+    let url = receiver.url();
+    let events = "post-create,post-finish,post-terminate";
+    let fleet = Fleet::start_with(2, &["--hooks-url", &url, "--hooks-events", events]);
+    receiver.down().await;
+    let mut expected = Vec::new();
+    for i in 0..6u64 {
+        let id = id_of(&create(&fleet[0], "hooked.bin", 3).await);
+        assert_eq!(
+            patch(&fleet[1], &id, 0, vec![i as u8; 3]).await.status(),
+            200
+        );
+        let mut kinds = vec!["post-create", "post-finish"];
+        if i % 2 == 0 {
+            let deleted = client()
+                .delete(fleet[0].url(&format!("/uploads/{id}")))
+                .send()
+                .await
+                .expect("delete");
+            assert_eq!(deleted.status(), 204);
+            kinds.push("post-terminate");
+        }
+        expected.push((id, kinds));
+    }
+    let total: usize = expected.iter().map(|(_, kinds)| kinds.len()).sum();
+    receiver.up().await;
+    eventually(Duration::from_secs(90), "every event delivered", || {
+        let delivered = receiver.events().len();
+        async move { delivered >= total }
+    })
+    .await;
+    let delivered = receiver.events();
+    let mut ids: Vec<&str> = delivered
+        .iter()
+        .map(|e| e["event_id"].as_str().expect("event_id"))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), delivered.len(), "an event was sent twice");
+    for (id, kinds) in &expected {
+        let got: Vec<&str> = delivered
+            .iter()
+            .filter(|e| e["upload"]["id"] == id.as_str())
+            .map(|e| e["type"].as_str().expect("type"))
+            .collect();
+        assert_eq!(&got, kinds, "events of {id}");
+    }
+    // Each delivered event leaves the queue once its delivery is recorded.
+    eventually(Duration::from_secs(10), "an empty queue", || {
+        let left = fleet.pg.psql("SELECT count(*) FROM hook_events");
+        async move { left == "0" }
+    })
+    .await;
+}
