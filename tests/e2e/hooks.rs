@@ -892,7 +892,7 @@ fn signature_verifies(request: &Request, secret: &str) -> bool {
     let mut signed = format!("{t}.").into_bytes();
     signed.extend_from_slice(&request.body);
     let expected = hex(&hmac_sha256(secret.as_bytes(), &signed));
-    v1.iter().any(|v| *v == expected)
+    v1.contains(&expected)
 }
 
 #[test]
