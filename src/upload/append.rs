@@ -42,6 +42,9 @@ impl Engine {
         }
         let mut upload = self.load_live(id, Some(&guard)).await?;
         let room = self.check_append(&mut upload, &request)?;
+        if room == 0 && upload.is_all_in() {
+            return self.finish_all_in(upload, started).await;
+        }
         if room > 0 {
             self.check_space().await?;
         }
@@ -65,6 +68,18 @@ impl Engine {
             return Err(rejected(rejection, Some(upload.received)));
         }
         self.append_verdict(&upload, end, request.complete, &guard)
+    }
+
+    /// An append at the end of an upload whose bytes are all in, but which an earlier try
+    /// could not seal (the store or a `pre-finish` hook failed): seals it now, without
+    /// reopening bytes the store may have made one whole already. Its body cannot add a byte.
+    async fn finish_all_in(&self, mut upload: Upload, started: Instant) -> Result<Status> {
+        let rejection = self.seal_all_in(&mut upload).await?;
+        self.metrics.observe_append(started.elapsed());
+        if let Some(rejection) = rejection {
+            return Err(rejected(rejection, Some(upload.received)));
+        }
+        sha256_verdict(&upload, Status::of(&upload))
     }
 
     /// The answer to an append whose bytes are committed: what ended it decides.

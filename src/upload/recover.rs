@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use super::append::restore_hasher;
 use super::{checksum, Engine, Result, State, Status, Upload, UploadError};
+use crate::hooks::Rejection;
 
 /// How long after a failed completion the sweep tries again, at first and at most.
 const SEAL_AGAIN: Duration = Duration::from_secs(10);
@@ -44,7 +45,7 @@ impl Engine {
                     continue;
                 }
                 match self.seal_all_in(&mut upload).await {
-                    Ok(()) => warn!(upload = %upload.id, "sealed after a crash"),
+                    Ok(_) => warn!(upload = %upload.id, "sealed after a crash"),
                     Err(e) => {
                         store_away = e.is_unavailable() || matches!(e, UploadError::Hook(_));
                         warn!(upload = %upload.id, error = %e, "sealing after a crash failed; retried by the sweep");
@@ -66,20 +67,24 @@ impl Engine {
     /// or a store outage came between the commit and the store's completion). On failure the
     /// upload is made due at once, so the expiry sweep (`expire_one`) tries again soon instead
     /// of waiting for a client or a restart.
-    pub(super) async fn seal_all_in(&self, upload: &mut Upload) -> Result<()> {
+    /// `Some` when a `pre-finish` hook refused it (it is failed now).
+    pub(super) async fn seal_all_in(&self, upload: &mut Upload) -> Result<Option<Rejection>> {
         let sealed = async {
             let hasher = restore_hasher(upload)?;
             self.seal(upload, hasher, SystemTime::now()).await
         }
         .await;
-        if let Err(e) = sealed {
-            self.mark_due(upload).await;
-            return Err(e);
-        }
+        let rejection = match sealed {
+            Ok(rejection) => rejection,
+            Err(e) => {
+                self.mark_due(upload).await;
+                return Err(e);
+            }
+        };
         self.save(upload).await?;
         self.count_finished(upload);
         self.cluster.publish(&Status::of(upload));
-        Ok(())
+        Ok(rejection)
     }
 
     /// Makes an all-in upload the store failed to complete due again later, for the sweep to

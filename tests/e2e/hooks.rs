@@ -5,6 +5,8 @@
 //! endpoint.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -1492,4 +1494,49 @@ async fn a_post_event_is_given_up_after_hooks_retry_for() {
         post_events_of(&receiver.events(), &lost).is_empty(),
         "a given-up event stays given up"
     );
+}
+
+on_each_store! {
+    /// A pre-finish hook that cannot answer: the finishing PATCH gets 503 hook_unavailable,
+    /// but its bytes are kept (all in, still uploading, never expiring); once the hook answers
+    /// again, an empty PATCH at the end completes the upload, announced once.
+    #[tokio::test]
+    async fn a_pre_finish_hook_that_fails_keeps_the_bytes_and_is_asked_again(store: Store) {
+        let receiver = Receiver::start();
+        let failing = Arc::new(AtomicBool::new(true));
+        let fail = failing.clone();
+        receiver.respond_with(move |request: &Request| {
+            if request.event()["type"] == "pre-finish" && fail.load(Ordering::SeqCst) {
+                Reply::json(500, json!({}))
+            } else {
+                Reply::ok()
+            }
+        });
+        let url = receiver.url();
+        let args = ["--hooks-url", &url, "--hooks-events", "pre-finish,post-finish"];
+        let server = TestServer::start_on_with(store, &args, &[]);
+        let bytes = data(6 << 20, 61);
+        let id = id_of(&create_ok(&server, "scan.bin", bytes.len() as u64).await);
+        patch_ok(&server, &id, 0, bytes[..1 << 20].to_vec()).await;
+
+        let response = patch_as(&server, &id, 1 << 20, bytes[1 << 20..].to_vec()).await;
+        assert_eq!(response.status(), 503);
+        assert!(response.headers().contains_key("retry-after"));
+        let body: Value = response.json().await.expect("error JSON");
+        assert_eq!(body["error"], "hook_unavailable", "{body}");
+        let held = status(&server, &id).await;
+        assert_eq!(held["state"], "uploading", "{held}");
+        assert_eq!(held["received"], bytes.len() as u64, "every byte kept: {held}");
+        assert!(held["expires_at"].is_null(), "all in, it never expires: {held}");
+
+        failing.store(false, Ordering::SeqCst);
+        let done = patch_ok(&server, &id, bytes.len() as u64, Vec::new()).await;
+        assert_eq!(done["state"], "complete", "{done}");
+        assert_eq!(done["sha256"], sha_hex(&bytes), "{done}");
+        assert_eq!(content(&server, &id).await, bytes);
+        eventually(Duration::from_secs(10), "post-finish", || async {
+            has_sequence(&receiver, &id, &["post-finish"])
+        })
+        .await;
+    }
 }
