@@ -219,7 +219,8 @@ impl Config {
         use crate::hooks::{HookSettings, Target};
         let target = match (&self.hooks_url, &self.hooks_command) {
             (Some(url), _) => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                let parsed = reqwest13::Url::parse(url);
+                if !parsed.is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host()) {
                     return Err(ConfigError::HooksUrl(url.clone()));
                 }
                 Target::Url(url.clone())

@@ -57,14 +57,24 @@ async fn post(hooks: &Hooks, kind: EventKind, url: &str, body: &str) -> Result<V
     if !status.is_success() {
         return Err(HookError::Failed(name, format!("it answered {status}")));
     }
+    let too_long = || HookError::BadAnswer(name, "the answer is over 1 MiB".into());
     if response.content_length().is_some_and(|n| n > MAX_ANSWER) {
-        return Err(HookError::BadAnswer(name, "the answer is too long".into()));
+        return Err(too_long());
     }
-    let bytes = response
-        .bytes()
+    let mut answer = Vec::new();
+    let mut response = response;
+    // Chunk by chunk: a chunked answer has no length to check first.
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|e| HookError::Unreachable(name, error_chain(&e)))?;
-    Ok(bytes.to_vec())
+        .map_err(|e| HookError::Unreachable(name, error_chain(&e)))?
+    {
+        if (answer.len() + chunk.len()) as u64 > MAX_ANSWER {
+            return Err(too_long());
+        }
+        answer.extend_from_slice(&chunk);
+    }
+    Ok(answer)
 }
 
 /// Runs the command with the event on its standard input; its standard output is the

@@ -45,7 +45,16 @@ pub struct Hooks {
     last_progress: Mutex<HashMap<UploadId, Instant>>,
     /// Wakes the outbox when an event was queued here.
     queued: tokio::sync::Notify,
+    /// `pre-*` questions in flight at most: each may hold a process or a connection for up
+    /// to --hooks-timeout, and a burst of creates must not make thousands at once.
+    asking: tokio::sync::Semaphore,
+    /// When a `pre-*` hook last failed, unless it has answered since: the sweep does not
+    /// wait out a hook that is down for every upload it would seal.
+    failed_at: Mutex<Option<Instant>>,
 }
+
+/// `pre-*` questions in flight at most.
+const MAX_ASKING: usize = 64;
 
 /// A `pre-*` hook's verdict.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -84,8 +93,11 @@ pub enum HookError {
 
 impl Hooks {
     pub fn new(settings: HookSettings, metrics: Arc<Metrics>) -> Result<Hooks, HookError> {
+        // No redirects: a 30x would turn the POST into a body-less GET whose 2xx would count
+        // as delivered (or, for a pre-* hook, as "accept").
         let client = reqwest13::Client::builder()
             .timeout(settings.timeout)
+            .redirect(reqwest13::redirect::Policy::none())
             .build()
             .map_err(|e| HookError::Unreachable("HTTP", e.to_string()))?;
         Ok(Hooks {
@@ -94,6 +106,8 @@ impl Hooks {
             metrics,
             last_progress: Mutex::default(),
             queued: tokio::sync::Notify::new(),
+            asking: tokio::sync::Semaphore::new(MAX_ASKING),
+            failed_at: Mutex::default(),
         })
     }
 
@@ -107,9 +121,14 @@ impl Hooks {
             return Ok(Answer::default());
         }
         let event = event::build(kind, upload, SystemTime::now());
+        let timeout = self.settings.timeout;
+        let Ok(Ok(_permit)) = tokio::time::timeout(timeout, self.asking.acquire()).await else {
+            return Err(HookError::TimedOut(kind.as_str(), timeout));
+        };
         let reply = deliver::send(self, kind, &event.body).await;
         let outcome = if reply.is_ok() { "delivered" } else { "failed" };
         self.metrics.hooks.count(kind.index(), outcome);
+        *lock(&self.failed_at) = reply.is_err().then(Instant::now);
         let reply = reply?;
         let answer = parse_answer(kind, &reply)?;
         if let Some(rejection) = &answer.reject {
@@ -136,16 +155,24 @@ impl Hooks {
         Some(event::build(kind, upload, SystemTime::now()))
     }
 
+    /// Whether a `pre-*` hook failed lately and has not answered since (for a minute after
+    /// each failure, so it is still asked now and then).
+    pub fn failing(&self) -> bool {
+        lock(&self.failed_at).is_some_and(|at| at.elapsed() < Duration::from_secs(60))
+    }
+
+    /// An upload that will take no more bytes no longer needs its progress throttle.
+    pub fn forget_progress(&self, id: UploadId) {
+        lock(&self.last_progress).remove(&id);
+    }
+
     fn progress_due(&self, upload: &Status) -> bool {
         let Ok(id) = upload.id.parse::<UploadId>() else {
             return false;
         };
         let interval = self.settings.progress_interval;
         let now = Instant::now();
-        let mut last = self
-            .last_progress
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut last = lock(&self.last_progress);
         if last
             .get(&id)
             .is_some_and(|at| now.duration_since(*at) < interval)
@@ -173,6 +200,13 @@ impl Hooks {
     pub fn settings(&self) -> &HookSettings {
         &self.settings
     }
+}
+
+/// A lock whose holder cannot leave it inconsistent (plain inserts and reads).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A `pre-*` answer: JSON, or nothing at all for "accept".

@@ -68,11 +68,17 @@ where
     // Unlocks the upload (if the form failed after its file part) before it is discarded.
     drop(created);
     if let (Err(_), Some(id)) = (&result, created_id) {
-        // A digest mismatch is a real, failed upload the client should be able to inspect.
+        // A digest mismatch, or a pre-finish hook's refusal (it knows `received`), leaves a
+        // real, failed upload the client should be able to inspect; a refused create does not.
+        use crate::upload::UploadError::{Rejected, Sha256Mismatch};
         if !matches!(
             result,
             Err(ApiError::Upload(
-                crate::upload::UploadError::Sha256Mismatch { .. }
+                Sha256Mismatch { .. }
+                    | Rejected {
+                        received: Some(_),
+                        ..
+                    }
             ))
         ) {
             engine.discard(id).await;

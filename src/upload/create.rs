@@ -69,14 +69,17 @@ impl Engine {
         };
         let id = upload.id;
         self.ask_pre_create(&mut upload).await?;
-        let events = match announce {
+        // An empty upload is announced with its completion, once it surely exists: its
+        // creation may still fail whole below.
+        let announced_now = announce && upload.size != Some(0);
+        let events = match announced_now {
             true => self.post_event(EventKind::PostCreate, &Status::of(&upload)),
             false => Vec::new(),
         };
-        self.set_unannounced(upload.id, !announce);
         // The record first: a crash before the bytes' place exists leaves a record that
         // start-up repairs, never bytes nobody knows about.
         self.meta.insert(&upload, &events).await?;
+        self.set_unannounced(upload.id, !announce);
         if let Err(e) = self.store.create(&id.to_string()).await {
             self.meta.purge(id).await?;
             return Err(e.into());
@@ -95,7 +98,16 @@ impl Engine {
                     return Err(e);
                 }
             };
-            self.save(&upload).await?;
+            let mut events = Vec::new();
+            if announce {
+                let created = Status::of(&upload);
+                events.extend(self.post_event(EventKind::PostCreate, &created));
+                if upload.state == State::Complete {
+                    events.extend(self.post_event(EventKind::PostFinish, &created));
+                }
+            }
+            self.meta.save_progress(&upload, &events).await?;
+            self.announce(&events);
             self.count_finished(&upload);
             if let Some(rejection) = rejection {
                 return Err(rejected(rejection, Some(0)));
@@ -174,7 +186,12 @@ impl Engine {
         } = streamed;
         if let Some(name) = name.map(|n| without_bidi(&n)) {
             validate_name(&name).map_err(UploadError::InvalidName)?;
-            upload.name = name;
+            if name != upload.name {
+                upload.name = name;
+                // The hook vetted the part's file name; the name it will be known by is this
+                // one. Not announced yet, so a refusal still creates nothing.
+                self.ask_pre_create(&mut upload).await?;
+            }
         }
         if expected_sha256.is_some() {
             upload.expected_sha256 = expected_sha256;

@@ -24,6 +24,9 @@ impl Engine {
         let events = events.unwrap_or_default();
         self.meta.save_progress(upload, &events).await?;
         self.announce(&events);
+        if let (Some(hooks), false) = (&self.hooks, upload.state == State::Uploading) {
+            hooks.forget_progress(upload.id);
+        }
         Ok(())
     }
 
@@ -66,6 +69,12 @@ impl Engine {
         }
     }
 
+    /// A `pre-finish` hook that failed lately: the sweep leaves all-in uploads for later
+    /// rather than wait out the hook's timeout for each (clients' requests still ask).
+    pub(super) fn pre_finish_failing(&self) -> bool {
+        self.asks_pre_finish() && self.hooks.as_ref().is_some_and(|hooks| hooks.failing())
+    }
+
     /// Whether a `pre-finish` hook decides before uploads are called done.
     pub(super) fn asks_pre_finish(&self) -> bool {
         self.hooks
@@ -90,11 +99,8 @@ impl Engine {
             upload.name = name;
         }
         if let Some(content_type) = answer.content_type {
-            if content_type.is_empty()
-                || content_type.len() > 255
-                || content_type.chars().any(char::is_control)
-            {
-                return Err(bad("content_type must be 1–255 printable characters").into());
+            if content_type.len() > 255 || content_type.parse::<mime::Mime>().is_err() {
+                return Err(bad("content_type must be a media type such as video/mp4").into());
             }
             upload.content_type = Some(content_type);
         }

@@ -105,6 +105,9 @@ impl Engine {
         let Some(mut upload) = self.meta.get(id).await? else {
             return Ok(false);
         };
+        if upload.removed_at.is_none() && upload.is_all_in() && self.pre_finish_failing() {
+            return Ok(false);
+        }
         if upload.removed_at.is_none() && upload.is_all_in() {
             // Due, but its bytes are all in: sealing it is the only right end (`seal_all_in`).
             if let Err(e) = self.seal_all_in(&mut upload).await {

@@ -1540,3 +1540,91 @@ on_each_store! {
         .await;
     }
 }
+
+/// A form names its upload after the file part: pre-create is asked again with that name, so
+/// a policy on names cannot be passed by, and a refusal then creates nothing. A form upload a
+/// pre-finish hook refuses stays, failed and rejected, like any other.
+#[tokio::test]
+async fn a_form_is_judged_by_its_final_name_and_a_refused_one_stays_failed() {
+    let receiver = Receiver::start();
+    receiver.respond_with(|request: &Request| {
+        let event = request.event();
+        let name = event["upload"]["name"].as_str().unwrap_or_default();
+        let refuse = match event["type"].as_str() {
+            Some("pre-create") => name.ends_with(".exe"),
+            Some("pre-finish") => name.starts_with("infected"),
+            _ => false,
+        };
+        match refuse {
+            true => Reply::json(200, json!({"reject": {"status": 403, "message": "no"}})),
+            false => Reply::ok(),
+        }
+    });
+    let url = receiver.url();
+    let events = "pre-create,pre-finish,post-create,post-finish";
+    let server = TestServer::start_with(&["--hooks-url", &url, "--hooks-events", events], &[]);
+    let form = |file_name: &str, name: Option<&str>| {
+        let part = reqwest::multipart::Part::bytes(data(5_000, 9)).file_name(file_name.to_owned());
+        let form = reqwest::multipart::Form::new().part("file", part);
+        match name {
+            Some(name) => form.text("name", name.to_owned()),
+            None => form,
+        }
+    };
+
+    let renamed = hook_client()
+        .post(server.url("/uploads"))
+        .multipart(form("ok.bin", Some("evil.exe")))
+        .send()
+        .await
+        .expect("form");
+    assert_eq!(renamed.status(), 403);
+    let body: Value = renamed.json().await.expect("error JSON");
+    assert_eq!(body["error"], "rejected", "{body}");
+    let asked: Vec<String> = receiver
+        .events()
+        .iter()
+        .filter(|e| e["type"] == "pre-create")
+        .map(|e| e["upload"]["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        asked,
+        ["ok.bin", "evil.exe"],
+        "asked again with the form's name"
+    );
+    let refused_id = receiver.events()[0]["upload"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let gone = hook_client()
+        .get(server.url(&format!("/uploads/{refused_id}")))
+        .send()
+        .await
+        .expect("status");
+    assert_eq!(gone.status(), 404, "a refused create leaves nothing");
+    assert!(!server.holds_bytes_of(&refused_id));
+
+    let infected = hook_client()
+        .post(server.url("/uploads"))
+        .multipart(form("infected.bin", None))
+        .send()
+        .await
+        .expect("form");
+    assert_eq!(infected.status(), 403);
+    let body: Value = infected.json().await.expect("error JSON");
+    assert_eq!(body["error"], "rejected", "{body}");
+    let finish = receiver
+        .events()
+        .into_iter()
+        .find(|e| e["type"] == "pre-finish")
+        .expect("pre-finish asked");
+    let id = finish["upload"]["id"].as_str().expect("id").to_owned();
+    let kept = status(&server, &id).await;
+    assert_eq!(kept["state"], "failed", "{kept}");
+    assert_eq!(kept["failure"], "rejected", "{kept}");
+    assert_eq!(kept["received"], 5_000, "{kept}");
+    eventually(Duration::from_secs(10), "its post-create", || async {
+        has_sequence(&receiver, &id, &["post-create"])
+    })
+    .await;
+}
