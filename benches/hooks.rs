@@ -1,7 +1,8 @@
 //! The hooks benchmark: 1,000 small uploads (create, one 4 KiB PATCH, on 8 connections at once)
-//! with hooks off, then with every event on against a receiver on loopback. Prints uploads
-//! per second for each, and how long after an upload's last PATCH was answered its
-//! `post-finish` reached the receiver (p50, p99, max).
+//! with hooks off, with the `post-*` events only, then with every event on (`pre-create` and
+//! `pre-finish` asked too), against a receiver on loopback. Prints uploads per second for each,
+//! and how long after an upload's last PATCH was answered its `post-finish` reached the
+//! receiver (p50, p99, max) in the last run.
 //!
 //! `cargo bench --bench hooks` (add `-- --quick` for 200 uploads).
 
@@ -35,6 +36,28 @@ fn main() {
     println!("{uploads} uploads of {SIZE} B, hooks off: {rate_off:.0} uploads/s");
 
     let (url, seen) = start_receiver();
+    // Post events only: what the durable queue costs, without a question per create and finish.
+    let post_only: Vec<String> = [
+        "--hooks-url",
+        &url,
+        "--hooks-events",
+        "post-create,post-receive,post-finish,post-terminate",
+        "--create-rate",
+        "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let queued = Server::start_with(&work.join("post"), &post_only, &[]);
+    let (rate_post, _) = run(queued.port, uploads);
+    println!(
+        "{uploads} uploads of {SIZE} B, post-* events only: {rate_post:.0} uploads/s ({:.0} % of off)",
+        100.0 * rate_post / rate_off
+    );
+    wait_quiet(&seen, 2 * uploads);
+    drop(queued);
+    seen.lock().unwrap_or_else(|p| p.into_inner()).clear();
+
     let args: Vec<String> = [
         "--hooks-url",
         &url,
@@ -180,6 +203,15 @@ fn serve(conn: TcpStream, seen: &Seen) {
         if writer.write_all(answer.as_bytes()).is_err() {
             return;
         }
+    }
+}
+
+/// Waits until `total` events arrived (or 60 s passed), so one run's deliveries do not
+/// overlap the next run.
+fn wait_quiet(seen: &Seen, total: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.lock().map(|s| s.len()).unwrap_or(0) < total && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -118,8 +118,6 @@ pub struct QueuedEvent {
     pub upload_id: String,
     pub created_at: SystemTime,
     pub attempts: u32,
-    /// When the queue last handed it out (claims are compared against it).
-    pub due_at: i64,
     pub body: String,
 }
 

@@ -118,12 +118,17 @@ pub trait Meta: Send + Sync + 'static {
     /// waits until it is delivered), oldest first.
     async fn due_events(&self, now: SystemTime, limit: u32) -> Result<Vec<QueuedEvent>>;
 
-    /// Takes an event for delivery until `until`, if it is still as `due_events` read it
-    /// (`due_at`): false when another instance took it first.
-    async fn claim_event(&self, seq: i64, due_at: i64, until: SystemTime) -> Result<bool>;
+    /// Takes these events for delivery until `until`, those still due at `now` (another
+    /// instance may have taken some first); returns the ones taken.
+    async fn claim_events(
+        &self,
+        seqs: &[i64],
+        now: SystemTime,
+        until: SystemTime,
+    ) -> Result<Vec<i64>>;
 
-    /// Forgets a delivered event (or one given up).
-    async fn event_done(&self, seq: i64) -> Result<()>;
+    /// Forgets delivered events (or ones given up).
+    async fn events_done(&self, seqs: &[i64]) -> Result<()>;
 
     /// Records a failed try: tried again at `at`.
     async fn event_retry(&self, seq: i64, at: SystemTime, error: &str) -> Result<()>;

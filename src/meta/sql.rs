@@ -319,7 +319,7 @@ impl Meta for SqlMeta {
 
     async fn due_events(&self, now: SystemTime, limit: u32) -> Result<Vec<QueuedEvent>> {
         let rows = sqlx::query(
-            "SELECT seq, kind, upload_id, created_at, attempts, next_attempt_at, body \
+            "SELECT seq, kind, upload_id, created_at, attempts, body \
              FROM hook_events e WHERE next_attempt_at <= $1 AND NOT EXISTS \
              (SELECT 1 FROM hook_events p WHERE p.upload_id = e.upload_id AND p.seq < e.seq) \
              ORDER BY seq LIMIT $2",
@@ -340,21 +340,43 @@ impl Meta for SqlMeta {
             .collect())
     }
 
-    async fn claim_event(&self, seq: i64, due_at: i64, until: SystemTime) -> Result<bool> {
-        let claimed = sqlx::query(
-            "UPDATE hook_events SET next_attempt_at = $1 WHERE seq = $2 AND next_attempt_at = $3",
-        )
-        .bind(millis(until))
-        .bind(seq)
-        .bind(due_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(claimed.rows_affected() == 1)
+    async fn claim_events(
+        &self,
+        seqs: &[i64],
+        now: SystemTime,
+        until: SystemTime,
+    ) -> Result<Vec<i64>> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Still due means nobody claimed it meanwhile: a claim moves it past `now`.
+        let sql = format!(
+            "UPDATE hook_events SET next_attempt_at = $1 WHERE next_attempt_at <= $2 \
+             AND seq IN ({}) RETURNING seq",
+            placeholders(3, seqs.len())
+        );
+        let query = sqlx::query(&sql).bind(millis(until)).bind(millis(now));
+        let rows = seqs
+            .iter()
+            .fold(query, |query, seq| query.bind(*seq))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| row.try_get::<i64, _>(0).ok())
+            .collect())
     }
 
-    async fn event_done(&self, seq: i64) -> Result<()> {
-        sqlx::query("DELETE FROM hook_events WHERE seq = $1")
-            .bind(seq)
+    async fn events_done(&self, seqs: &[i64]) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "DELETE FROM hook_events WHERE seq IN ({})",
+            placeholders(1, seqs.len())
+        );
+        seqs.iter()
+            .fold(sqlx::query(&sql), |query, seq| query.bind(*seq))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -379,6 +401,14 @@ impl Meta for SqlMeta {
             .await?;
         row.map(|r| time(r.try_get(0)?, "created_at")).transpose()
     }
+}
+
+/// `$first, $first+1, …` for `count` values.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Queues one event inside the caller's transaction.
@@ -408,7 +438,6 @@ fn event_from_row(row: &AnyRow) -> Result<QueuedEvent> {
         upload_id: row.try_get("upload_id")?,
         created_at: time(row.try_get("created_at")?, "created_at")?,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-        due_at: row.try_get("next_attempt_at")?,
         body: row.try_get("body")?,
     })
 }
