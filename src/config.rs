@@ -9,7 +9,14 @@ use clap::Parser;
 pub const MAX_REPRESENTABLE_SIZE: u64 = i64::MAX as u64;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "resumable", version, about = "A resumable file upload service")]
+#[command(
+    name = "resumable",
+    version,
+    about = "A resumable file upload service",
+    after_help = "`resumable serve [FLAGS]` is the same. The client: `resumable upload FILE...`, \
+                  `resumable status ID`, `resumable watch ID`, `resumable download ID` \
+                  (each with --help)."
+)]
 pub struct Config {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, env = "RESUMABLE_BIND", default_value = "127.0.0.1:8080")]

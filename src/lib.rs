@@ -11,8 +11,11 @@
 //!   publish/subscribe). They never import each other. [`metrics`] counts for /metrics.
 //! - [`hooks`]: the operator's hooks: `pre-*` questions and the durable `post-*` outbox
 //!   (its queue is kept by [`meta`]).
+//! - [`client`]: the command-line client (`resumable upload | status | watch | download`),
+//!   which speaks only HTTP.
 //! - [`fault`]: named crash points that tests arm through an environment variable.
 
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod error;

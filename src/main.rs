@@ -1,13 +1,29 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use resumable::client;
 use resumable::config::Config;
 use resumable::startup::Application;
 use tracing_subscriber::EnvFilter;
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    let config = Config::parse();
+    // `resumable upload …` and friends are the client; anything else (no subcommand, or
+    // `serve`) is the server, with every flag it has always taken.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some(command) if client::SUBCOMMANDS.contains(&command) => {
+            return client::run(client::ClientCli::parse_from(args)).await;
+        }
+        Some("serve") => {
+            args.remove(1);
+        }
+        _ => {}
+    }
+    serve(Config::parse_from(args)).await
+}
+
+async fn serve(config: Config) -> ExitCode {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(log_filter())
         .with_writer(std::io::stderr)

@@ -1,0 +1,292 @@
+//! `resumable upload FILE…`: each file goes up in chunks, each chunk with its own
+//! `Content-Digest`, while the whole file's SHA-256 is computed beside the sending and checked
+//! against the server's at the end. Nothing ever starts over: the upload's URL is kept before
+//! the first byte is sent (`state`), and every failure ends in asking the server how much it
+//! holds and carrying on from there.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use tokio::sync::Semaphore;
+
+use super::api::{Api, Backoff, ClientError, Result};
+use super::protocol::{Appended, Held, Speaker};
+use super::report::{FileReport, Reporter};
+use super::state::{Entry, Seen, Slot};
+use super::{local::LocalFile, UploadArgs};
+
+/// The first chunk, before the link's speed is known; then each aims at `CHUNK_SECONDS`.
+const FIRST_CHUNK: u64 = 4 << 20;
+const MIN_CHUNK: u64 = 1 << 20;
+const MAX_CHUNK: u64 = 64 << 20;
+const CHUNK_SECONDS: f64 = 3.0;
+
+pub async fn run(args: UploadArgs) -> Result<bool> {
+    let api = Api::new(&args.common)?;
+    let mut files = Vec::new();
+    for path in &args.files {
+        files.push((path.clone(), Seen::of(path)?));
+    }
+    let total = files.iter().map(|(_, seen)| seen.size).sum();
+    let reporter = Reporter::new(&args.common, total, files.len());
+    let speaker = Speaker::new(api, args.protocol);
+    let parallel = Arc::new(Semaphore::new(args.parallel.max(1)));
+    let outcomes = join_all(files.into_iter().map(|(path, seen)| {
+        let (speaker, reporter, parallel) = (&speaker, &reporter, parallel.clone());
+        let args = &args;
+        async move {
+            let _turn = parallel.acquire_owned().await;
+            let report = reporter.file(&path.display().to_string(), seen.size);
+            match upload_file(speaker, args, &report, &path, seen).await {
+                Ok(()) => true,
+                Err(e) => {
+                    report.failed(&e.to_string());
+                    false
+                }
+            }
+        }
+    }))
+    .await;
+    let complete = outcomes.iter().filter(|ok| **ok).count();
+    reporter.done(complete, outcomes.len() - complete);
+    Ok(complete == outcomes.len())
+}
+
+/// One file, from wherever its upload stands to complete and checked.
+async fn upload_file(
+    speaker: &Speaker,
+    args: &UploadArgs,
+    report: &FileReport,
+    path: &Path,
+    seen: Seen,
+) -> Result<()> {
+    let slot = Slot::of(speaker.api.server.as_str(), speaker.name(), path)?;
+    let mut backoff = Backoff::new(args.retry_for);
+    let (url, held, resumed) = match find_upload(speaker, report, &slot, &seen, &mut backoff)
+        .await?
+    {
+        Some((url, held)) => (url, held, true),
+        None => {
+            let name = file_name(path);
+            let url = retrying(&mut backoff, report, || speaker.create(&name, seen.size)).await?;
+            // Kept before the first byte is sent: from now on nothing starts over.
+            slot.save(&Entry {
+                url: url.to_string(),
+                seen: seen.clone(),
+            })?;
+            (url, Held::default(), false)
+        }
+    };
+    report.started(url.as_str(), &last_segment(&url), held.received, resumed);
+    let mut local = LocalFile::open(path, seen.size)?;
+    let sent = Sending {
+        speaker,
+        report,
+        url: &url,
+        retry_for: args.retry_for,
+        fixed_chunk: args.chunk_size,
+    };
+    let digest = sent.send_from(&mut local, held.received).await?;
+    let outcome = sent.settle(&digest).await;
+    if outcome.is_ok() || !matches!(&outcome, Err(e) if e.is_transient()) {
+        slot.drop_entry();
+    }
+    let sha256 = outcome?;
+    report.complete(url.as_str(), &last_segment(&url), &sha256);
+    Ok(())
+}
+
+/// The upload a previous run began for this file, if it still stands and the file has not
+/// changed since.
+async fn find_upload(
+    speaker: &Speaker,
+    report: &FileReport,
+    slot: &Slot,
+    seen: &Seen,
+    backoff: &mut Backoff,
+) -> Result<Option<(reqwest13::Url, Held)>> {
+    let Some(entry) = slot.load() else {
+        return Ok(None);
+    };
+    if entry.seen != *seen {
+        report.warn("the file changed since its upload began: starting a new upload");
+        slot.drop_entry();
+        return Ok(None);
+    }
+    let Ok(url) = reqwest13::Url::parse(&entry.url) else {
+        slot.drop_entry();
+        return Ok(None);
+    };
+    match retrying(backoff, report, || speaker.held(&url)).await {
+        Ok(held) => Ok(Some((url, held))),
+        Err(e) if matches!(e.status(), Some(404 | 410)) => {
+            report.warn("its upload is gone from the server: starting a new upload");
+            slot.drop_entry();
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// One file's bytes on their way.
+struct Sending<'a> {
+    speaker: &'a Speaker,
+    report: &'a FileReport,
+    url: &'a reqwest13::Url,
+    retry_for: Duration,
+    fixed_chunk: Option<u64>,
+}
+
+impl Sending<'_> {
+    /// Sends from `offset` to the end; returns the whole file's SHA-256 (hex).
+    async fn send_from(&self, local: &mut LocalFile, mut offset: u64) -> Result<String> {
+        let size = local.size();
+        let mut chunk = self.fixed_chunk.unwrap_or(FIRST_CHUNK).max(1);
+        let mut backoff = Backoff::new(self.retry_for);
+        let mut resync = false;
+        while offset < size || resync {
+            if resync {
+                match self.speaker.held(self.url).await {
+                    Ok(held) => {
+                        offset = held.received;
+                        self.report.progress(offset);
+                        resync = false;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.wait_or_fail(&mut backoff, e).await?;
+                        continue;
+                    }
+                }
+            }
+            let len = chunk.min(size - offset);
+            let piece = local.piece(offset, len).await?;
+            let started = Instant::now();
+            match self.speaker.append(self.url, offset, &piece).await {
+                Ok(Appended { received }) => {
+                    if received == offset + len {
+                        local.landed(&piece).await;
+                    }
+                    offset = received;
+                    self.report.progress(offset);
+                    backoff.reset(self.retry_for);
+                    if self.fixed_chunk.is_none() {
+                        chunk = next_chunk(len, started.elapsed());
+                    }
+                }
+                // Another request moved it on (or an earlier try of this one landed after
+                // all): ask where it stands and carry on from there.
+                Err(e) if matches!(e.code(), Some("offset_mismatch" | "superseded")) => {
+                    resync = true;
+                }
+                Err(e) => {
+                    self.wait_or_fail(&mut backoff, e).await?;
+                    resync = true;
+                }
+            }
+        }
+        local.digest_to(size).await
+    }
+
+    async fn wait_or_fail(&self, backoff: &mut Backoff, error: ClientError) -> Result<()> {
+        let text = error.to_string();
+        let wait = backoff.wait_after(&error).ok_or(error)?;
+        self.report.retry(&text, wait);
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    /// Every byte is in: the upload must be complete with this digest. One still sealing
+    /// (its store or a hook failed before) is asked to finish with an empty append.
+    async fn settle(&self, digest: &str) -> Result<String> {
+        let mut backoff = Backoff::new(self.retry_for);
+        loop {
+            let outcome = async {
+                let held = self.speaker.held(self.url).await?;
+                if held.state.as_deref() == Some("uploading") {
+                    self.speaker
+                        .append(self.url, held.received, &Default::default())
+                        .await?;
+                    return self.speaker.held(self.url).await;
+                }
+                Ok(held)
+            }
+            .await;
+            match outcome {
+                Ok(held) => return verdict(&held, digest),
+                Err(e) => self.wait_or_fail(&mut backoff, e).await?,
+            }
+        }
+    }
+}
+
+/// Complete with the same SHA-256, or why not.
+fn verdict(held: &Held, digest: &str) -> Result<String> {
+    match (held.state.as_deref(), held.sha256.as_deref()) {
+        (Some("complete") | None, Some(server)) if server == digest => Ok(digest.to_owned()),
+        // A tus server that does not tell its digest: each chunk's checksum was checked.
+        (None, None) => Ok(digest.to_owned()),
+        (Some("complete") | None, Some(server)) => Err(ClientError::Failed(format!(
+            "the server's SHA-256 is {server}, but the file's is {digest}"
+        ))),
+        (Some("failed"), _) => Err(ClientError::Failed(format!(
+            "the server failed the upload ({})",
+            held.failure.as_deref().unwrap_or("no reason given")
+        ))),
+        (state, _) => Err(ClientError::Failed(format!(
+            "every byte is sent, but the upload is {}",
+            state.unwrap_or("in an unknown state")
+        ))),
+    }
+}
+
+/// Runs `step` until it succeeds, waiting out transient failures for --retry-for.
+async fn retrying<T, F, Fut>(backoff: &mut Backoff, report: &FileReport, mut step: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    loop {
+        match step().await {
+            Ok(value) => return Ok(value),
+            Err(e) => {
+                let text = e.to_string();
+                let wait = backoff.wait_after(&e).ok_or(e)?;
+                report.retry(&text, wait);
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// A chunk that takes about `CHUNK_SECONDS` at the speed the last one went.
+fn next_chunk(len: u64, took: Duration) -> u64 {
+    let rate = len as f64 / took.as_secs_f64().max(1e-3);
+    let wanted = (rate * CHUNK_SECONDS) as u64;
+    (wanted.clamp(MIN_CHUNK, MAX_CHUNK) / MIN_CHUNK) * MIN_CHUNK
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(|| "upload".to_owned(), |n| n.to_string_lossy().into_owned())
+}
+
+fn last_segment(url: &reqwest13::Url) -> String {
+    url.path_segments()
+        .and_then(|mut s| s.next_back().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_aim_at_a_few_seconds_within_bounds() {
+        assert_eq!(next_chunk(4 << 20, Duration::from_secs(1)), 12 << 20);
+        assert_eq!(next_chunk(4 << 20, Duration::from_secs(60)), MIN_CHUNK);
+        assert_eq!(next_chunk(64 << 20, Duration::from_millis(10)), MAX_CHUNK);
+    }
+}
