@@ -1,19 +1,22 @@
-//! The file being uploaded: chunks read from it with their digests, and the whole file's
-//! SHA-256 kept up to date beside the sending. Reading and hashing run on blocking threads.
+//! The file being uploaded, read on blocking threads: chunks with their digests (the next one
+//! read while the current one is sent, into a recycled buffer). The whole file's SHA-256 is
+//! taken from the same reads, in file order: it is a digest of the file, so it does not matter
+//! whether the server took a chunk the first time; each byte is hashed once.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
 
 use super::api::{ClientError, Result};
 
 /// One chunk and its SHA-256 (for `Content-Digest` / `Upload-Checksum`).
 #[derive(Default)]
 pub struct Piece {
-    pub offset: u64,
     pub bytes: Bytes,
     pub sha256: [u8; 32],
 }
@@ -21,16 +24,42 @@ pub struct Piece {
 pub struct LocalFile {
     path: String,
     size: u64,
-    /// Moved into each blocking task and back.
-    inner: Option<Inner>,
+    file: Arc<File>,
+    /// A chunk buffer the server is done with, for the next read.
+    spare: Option<BytesMut>,
+    whole: Arc<Mutex<Whole>>,
 }
 
-struct Inner {
-    file: File,
-    /// The SHA-256 of the file's first `hashed_to` bytes.
+/// The SHA-256 of the file's first `hashed_to` bytes.
+#[derive(Default)]
+struct Whole {
     hasher: Sha256,
     hashed_to: u64,
 }
+
+impl Whole {
+    /// Hashes what lies between what is hashed and `offset` (a resumed upload's first part).
+    fn catch_up(&mut self, file: &File, offset: u64) -> std::io::Result<()> {
+        let mut buffer = vec![0u8; 1 << 20];
+        while self.hashed_to < offset {
+            let len = (offset - self.hashed_to).min(buffer.len() as u64) as usize;
+            file.read_exact_at(&mut buffer[..len], self.hashed_to)?;
+            self.hasher.update(&buffer[..len]);
+            self.hashed_to += len as u64;
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, offset: u64, bytes: &[u8]) {
+        if self.hashed_to == offset {
+            self.hasher.update(bytes);
+            self.hashed_to += bytes.len() as u64;
+        }
+    }
+}
+
+/// A chunk being read.
+pub struct Reading(JoinHandle<std::io::Result<Piece>>);
 
 impl LocalFile {
     pub fn open(path: &Path, size: u64) -> Result<LocalFile> {
@@ -41,11 +70,9 @@ impl LocalFile {
         Ok(LocalFile {
             path: path.display().to_string(),
             size,
-            inner: Some(Inner {
-                file,
-                hasher: Sha256::new(),
-                hashed_to: 0,
-            }),
+            file: Arc::new(file),
+            spare: None,
+            whole: Arc::default(),
         })
     }
 
@@ -53,75 +80,72 @@ impl LocalFile {
         self.size
     }
 
-    /// `len` bytes at `offset`, with their digest.
-    pub async fn piece(&mut self, offset: u64, len: u64) -> Result<Piece> {
-        self.blocking(move |inner| {
-            let mut bytes = vec![0u8; len as usize];
-            inner.file.read_exact_at(&mut bytes, offset)?;
-            let sha256 = Sha256::digest(&bytes).into();
+    /// Starts reading `len` bytes at `offset`, with their digest.
+    pub fn read(&mut self, offset: u64, len: u64) -> Reading {
+        let file = self.file.clone();
+        let whole = self.whole.clone();
+        let mut buffer = self.spare.take().unwrap_or_default();
+        Reading(tokio::task::spawn_blocking(move || {
+            // Reused as it is (only its length set): fresh pages for every chunk cost a fault
+            // each, and zeroing them a pass over the bytes.
+            buffer.resize(len as usize, 0);
+            file.read_exact_at(&mut buffer, offset)?;
+            // The two digests of these bytes on two threads: each pass costs about as much as
+            // sending them, and the next chunk must be ready when this one has gone.
+            let sha256 = std::thread::scope(|scope| {
+                let chunk = scope.spawn(|| Sha256::digest(&buffer).into());
+                let mut whole = lock(&whole);
+                let caught_up = whole.catch_up(&file, offset);
+                whole.take(offset, &buffer);
+                drop(whole);
+                let sha256: [u8; 32] = chunk
+                    .join()
+                    .unwrap_or_else(|_| Sha256::digest(&buffer).into());
+                caught_up.map(|()| sha256)
+            })?;
             Ok(Piece {
-                offset,
-                bytes: bytes.into(),
+                bytes: buffer.freeze(),
                 sha256,
             })
-        })
-        .await
+        }))
     }
 
-    /// The server took `piece`: the whole-file hash goes on with it (if it follows on).
-    pub async fn landed(&mut self, piece: &Piece) {
-        let bytes = piece.bytes.clone();
-        let offset = piece.offset;
-        let _ = self
-            .blocking(move |inner| {
-                if inner.hashed_to == offset {
-                    inner.hasher.update(&bytes);
-                    inner.hashed_to += bytes.len() as u64;
-                }
-                Ok(())
-            })
-            .await;
+    /// The chunk, once read.
+    pub async fn piece(&self, reading: Reading) -> Result<Piece> {
+        let read = reading
+            .0
+            .await
+            .map_err(|e| ClientError::Failed(format!("reading the file failed: {e}")))?;
+        read.map_err(|error| ClientError::File {
+            path: self.path.clone(),
+            error,
+        })
     }
 
-    /// The SHA-256 (hex) of the first `end` bytes, reading what the hash has not seen yet
-    /// (after a resume, or a chunk whose answer was lost).
-    pub async fn digest_to(&mut self, end: u64) -> Result<String> {
-        self.blocking(move |inner| {
-            if inner.hashed_to > end {
-                inner.hasher = Sha256::new();
-                inner.hashed_to = 0;
-            }
-            let mut buffer = vec![0u8; 1 << 20];
-            while inner.hashed_to < end {
-                let len = (end - inner.hashed_to).min(buffer.len() as u64) as usize;
-                inner
-                    .file
-                    .read_exact_at(&mut buffer[..len], inner.hashed_to)?;
-                inner.hasher.update(&buffer[..len]);
-                inner.hashed_to += len as u64;
-            }
-            Ok(hex::encode(inner.hasher.clone().finalize()))
-        })
-        .await
+    /// Takes back a sent chunk's buffer, if nothing else holds it.
+    pub fn recycle(&mut self, piece: Piece) {
+        if let Ok(buffer) = piece.bytes.try_into_mut() {
+            self.spare = Some(buffer);
+        }
     }
 
-    async fn blocking<T: Send + 'static>(
-        &mut self,
-        work: impl FnOnce(&mut Inner) -> std::io::Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let path = self.path.clone();
-        let io = |error| ClientError::File { path, error };
-        let mut inner = self
-            .inner
-            .take()
-            .ok_or_else(|| ClientError::Failed("the file was lost by a failed read".into()))?;
-        let (inner, outcome) = tokio::task::spawn_blocking(move || {
-            let outcome = work(&mut inner);
-            (inner, outcome)
+    /// The whole file's SHA-256 (hex), reading whatever the chunks did not cover.
+    pub async fn digest(&self) -> Result<String> {
+        let (file, whole, size) = (self.file.clone(), self.whole.clone(), self.size);
+        let digest = tokio::task::spawn_blocking(move || {
+            let mut whole = lock(&whole);
+            whole.catch_up(&file, size)?;
+            Ok(hex::encode(whole.hasher.clone().finalize()))
         })
         .await
-        .map_err(|e| ClientError::Failed(format!("reading the file failed: {e}")))?;
-        self.inner = Some(inner);
-        outcome.map_err(io)
+        .map_err(|e| ClientError::Failed(format!("hashing the file failed: {e}")))?;
+        digest.map_err(|error| ClientError::File {
+            path: self.path.clone(),
+            error,
+        })
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }

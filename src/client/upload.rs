@@ -140,35 +140,42 @@ struct Sending<'a> {
 }
 
 impl Sending<'_> {
-    /// Sends from `offset` to the end; returns the whole file's SHA-256 (hex).
+    /// Sends from `offset` to the end; returns the whole file's SHA-256 (hex). The next chunk
+    /// is read (and hashed) while one is sent.
     async fn send_from(&self, local: &mut LocalFile, mut offset: u64) -> Result<String> {
         let size = local.size();
         let mut chunk = self.fixed_chunk.unwrap_or(FIRST_CHUNK).max(1);
         let mut backoff = Backoff::new(self.retry_for);
         let mut resync = false;
+        let mut ahead = None;
         while offset < size || resync {
             if resync {
+                ahead = None;
                 match self.speaker.held(self.url).await {
                     Ok(held) => {
                         offset = held.received;
                         self.report.progress(offset);
                         resync = false;
-                        continue;
                     }
-                    Err(e) => {
-                        self.wait_or_fail(&mut backoff, e).await?;
-                        continue;
-                    }
+                    Err(e) => self.wait_or_fail(&mut backoff, e).await?,
                 }
+                continue;
             }
-            let len = chunk.min(size - offset);
-            let piece = local.piece(offset, len).await?;
+            let reading = match ahead.take() {
+                Some((at, reading)) if at == offset => reading,
+                _ => local.read(offset, chunk.min(size - offset)),
+            };
+            let piece = local.piece(reading).await?;
+            let len = piece.bytes.len() as u64;
+            let next = offset + len;
+            if next < size {
+                ahead = Some((next, local.read(next, chunk.min(size - next))));
+            }
             let started = Instant::now();
-            match self.speaker.append(self.url, offset, &piece).await {
+            let sent = self.speaker.append(self.url, offset, &piece).await;
+            local.recycle(piece);
+            match sent {
                 Ok(Appended { received }) => {
-                    if received == offset + len {
-                        local.landed(&piece).await;
-                    }
                     offset = received;
                     self.report.progress(offset);
                     backoff.reset(self.retry_for);
@@ -187,7 +194,7 @@ impl Sending<'_> {
                 }
             }
         }
-        local.digest_to(size).await
+        local.digest().await
     }
 
     async fn wait_or_fail(&self, backoff: &mut Backoff, error: ClientError) -> Result<()> {
