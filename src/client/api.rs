@@ -210,10 +210,15 @@ impl Backoff {
         if !error.is_transient() {
             return None;
         }
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
         let asked = asked_wait(error);
         let wait = asked.unwrap_or(self.next).min(Duration::from_secs(60));
         self.next = (self.next * 2).min(Duration::from_secs(30));
-        (Instant::now() + wait <= self.deadline).then_some(wait)
+        // The last try comes when --retry-for is up, not a whole backoff before.
+        Some(wait.min(left))
     }
 
     /// Progress was made: the next failure starts the waits over.

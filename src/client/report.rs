@@ -195,12 +195,12 @@ impl FileReport {
             Mode::Json => emit(json!({"event": "progress", "file": self.file, "url": url,
                 "sent": sent, "size": self.size, "bytes_per_second": rate.round()})),
             Mode::Lines => eprintln!(
-                "{}: {} of {} bytes ({:.0} %), {:.1} MB/s",
+                "{}: {} of {} bytes ({:.0} %), {:.1} MiB/s",
                 self.file,
                 sent,
                 self.size,
                 percent(sent, self.size),
-                rate / 1e6
+                rate / (1u64 << 20) as f64
             ),
             Mode::Bars | Mode::Quiet => {}
         }

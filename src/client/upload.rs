@@ -26,8 +26,13 @@ const CHUNK_SECONDS: f64 = 3.0;
 pub async fn run(args: UploadArgs) -> Result<bool> {
     let api = Api::new(&args.common)?;
     let mut files = Vec::new();
+    let mut named = std::collections::HashSet::new();
     for path in &args.files {
-        files.push((path.clone(), Seen::of(path)?));
+        let seen = Seen::of(path)?;
+        // One file named twice would be two uploads racing for one resume entry.
+        if named.insert(std::path::absolute(path).unwrap_or_else(|_| path.clone())) {
+            files.push((path.clone(), seen));
+        }
     }
     let total = files.iter().map(|(_, seen)| seen.size).sum();
     let reporter = Reporter::new(&args.common, total, files.len());
@@ -185,7 +190,13 @@ impl Sending<'_> {
                 }
                 // Another request moved it on (or an earlier try of this one landed after
                 // all): ask where it stands and carry on from there.
-                Err(e) if matches!(e.code(), Some("offset_mismatch" | "superseded")) => {
+                // (`not_uploading`: another run of the same command finished it first.)
+                Err(e)
+                    if matches!(
+                        e.code(),
+                        Some("offset_mismatch" | "superseded" | "not_uploading")
+                    ) =>
+                {
                     resync = true;
                 }
                 Err(e) => {

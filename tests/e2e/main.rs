@@ -3,6 +3,7 @@
 
 mod append;
 mod browser_safety;
+mod cli;
 mod cluster;
 mod content;
 mod crash;
