@@ -4,7 +4,8 @@
 //! seconds per GiB (what it spends reading, hashing twice and sending).
 //!
 //! `cargo bench --bench cli` (1 GiB; `-- --quick` for 256 MiB). Each is run twice, in turn;
-//! the better run of each counts.
+//! the better run of each counts. `resumable upload --no-chunk-digest` is run too: what the
+//! per-chunk digests cost (a SHA-256 pass over every byte on each side).
 
 mod support;
 
@@ -28,6 +29,7 @@ fn main() {
 
     let mut lean = Vec::new();
     let mut cli = Vec::new();
+    let mut bare = Vec::new();
     let mut cpu = Vec::new();
     let (mut server_lean, mut server_cli) = (Vec::new(), Vec::new());
     for round in 0..2 {
@@ -41,18 +43,15 @@ fn main() {
         let before = children_cpu_seconds();
         let server_before = server.cpu_seconds();
         let started = Instant::now();
-        let status = Command::new(env!("CARGO_BIN_EXE_resumable"))
-            .args(["upload", "--quiet", "--server"])
-            .arg(format!("http://127.0.0.1:{}", server.port))
-            .arg(&file)
-            .env("XDG_CACHE_HOME", &cache)
-            .stdout(Stdio::null())
-            .status()
-            .expect("run resumable upload");
-        assert!(status.success(), "resumable upload failed");
+        run_client(server.port, &file, &cache, &[]);
         cli.push(mb_per_s(size, started.elapsed().as_secs_f64()));
         cpu.push((children_cpu_seconds() - before) / gib);
         server_cli.push((server.cpu_seconds() - server_before) / gib);
+
+        let cache = work.join(format!("cache-bare-{round}"));
+        let started = Instant::now();
+        run_client(server.port, &file, &cache, &["--no-chunk-digest"]);
+        bare.push(mb_per_s(size, started.elapsed().as_secs_f64()));
     }
     let best = |v: &[f64]| v.iter().copied().fold(f64::MIN, f64::max);
     let least = |v: &[f64]| v.iter().copied().fold(f64::MAX, f64::min);
@@ -73,6 +72,26 @@ fn main() {
         least(&cpu),
         least(&server_cli)
     );
+    println!(
+        "{} MiB, resumable upload --no-chunk-digest: {:.0} MB/s (runs {:?}), {:.2}× the lean client",
+        size / MIB,
+        best(&bare),
+        rounded(&bare),
+        best(&bare) / best(&lean)
+    );
+}
+
+fn run_client(port: u16, file: &std::path::Path, cache: &std::path::Path, extra: &[&str]) {
+    let status = Command::new(env!("CARGO_BIN_EXE_resumable"))
+        .args(["upload", "--quiet", "--server"])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .arg(file)
+        .args(extra)
+        .env("XDG_CACHE_HOME", cache)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run resumable upload");
+    assert!(status.success(), "resumable upload failed");
 }
 
 fn write_file(path: &std::path::Path, chunk: &[u8], size: u64) {

@@ -14,11 +14,12 @@ use tokio::task::JoinHandle;
 
 use super::api::{ClientError, Result};
 
-/// One chunk and its SHA-256 (for `Content-Digest` / `Upload-Checksum`).
+/// One chunk and its SHA-256 (for `Content-Digest` / `Upload-Checksum`), unless chunks go
+/// without.
 #[derive(Default)]
 pub struct Piece {
     pub bytes: Bytes,
-    pub sha256: [u8; 32],
+    pub sha256: Option<[u8; 32]>,
 }
 
 pub struct LocalFile {
@@ -80,8 +81,8 @@ impl LocalFile {
         self.size
     }
 
-    /// Starts reading `len` bytes at `offset`, with their digest.
-    pub fn read(&mut self, offset: u64, len: u64) -> Reading {
+    /// Starts reading `len` bytes at `offset`, with their digest if `digest`.
+    pub fn read(&mut self, offset: u64, len: u64, digest: bool) -> Reading {
         let file = self.file.clone();
         let whole = self.whole.clone();
         let mut buffer = self.spare.take().unwrap_or_default();
@@ -93,14 +94,14 @@ impl LocalFile {
             // The two digests of these bytes on two threads: each pass costs about as much as
             // sending them, and the next chunk must be ready when this one has gone.
             let sha256 = std::thread::scope(|scope| {
-                let chunk = scope.spawn(|| Sha256::digest(&buffer).into());
+                let chunk = scope.spawn(|| digest.then(|| Sha256::digest(&buffer).into()));
                 let mut whole = lock(&whole);
                 let caught_up = whole.catch_up(&file, offset);
                 whole.take(offset, &buffer);
                 drop(whole);
-                let sha256: [u8; 32] = chunk
+                let sha256 = chunk
                     .join()
-                    .unwrap_or_else(|_| Sha256::digest(&buffer).into());
+                    .unwrap_or_else(|_| Some(Sha256::digest(&buffer).into()));
                 caught_up.map(|()| sha256)
             })?;
             Ok(Piece {

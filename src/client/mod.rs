@@ -100,6 +100,11 @@ pub struct UploadArgs {
     /// The protocol to speak.
     #[arg(long, value_enum, default_value_t = Protocol::Native)]
     pub protocol: Protocol,
+    /// Send chunks without their own digest (the whole file's SHA-256 is still checked at the
+    /// end). Saves a SHA-256 pass over every byte on each side; a chunk damaged on the way is
+    /// then found only at the end, and the file must be sent again.
+    #[arg(long)]
+    pub no_chunk_digest: bool,
 }
 
 #[derive(Debug, Args)]

@@ -111,8 +111,8 @@ impl Speaker {
             .header("Upload-Offset", offset.to_string())
             .header(CONTENT_TYPE, "application/offset+octet-stream")
             .body(piece.bytes.clone());
-        if !piece.bytes.is_empty() {
-            let digest = STANDARD.encode(piece.sha256);
+        if let Some(sha256) = piece.sha256.filter(|_| !piece.bytes.is_empty()) {
+            let digest = STANDARD.encode(sha256);
             request = match self.protocol {
                 Protocol::Native => request.header("Content-Digest", format!("sha-256=:{digest}:")),
                 Protocol::Tus => request.header("Upload-Checksum", format!("sha256 {digest}")),

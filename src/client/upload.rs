@@ -92,6 +92,7 @@ async fn upload_file(
         url: &url,
         retry_for: args.retry_for,
         fixed_chunk: args.chunk_size,
+        chunk_digest: !args.no_chunk_digest,
     };
     let digest = sent.send_from(&mut local, held.received).await?;
     let outcome = sent.settle(&digest).await;
@@ -142,6 +143,7 @@ struct Sending<'a> {
     url: &'a reqwest13::Url,
     retry_for: Duration,
     fixed_chunk: Option<u64>,
+    chunk_digest: bool,
 }
 
 impl Sending<'_> {
@@ -168,13 +170,16 @@ impl Sending<'_> {
             }
             let reading = match ahead.take() {
                 Some((at, reading)) if at == offset => reading,
-                _ => local.read(offset, chunk.min(size - offset)),
+                _ => local.read(offset, chunk.min(size - offset), self.chunk_digest),
             };
             let piece = local.piece(reading).await?;
             let len = piece.bytes.len() as u64;
             let next = offset + len;
             if next < size {
-                ahead = Some((next, local.read(next, chunk.min(size - next))));
+                ahead = Some((
+                    next,
+                    local.read(next, chunk.min(size - next), self.chunk_digest),
+                ));
             }
             let started = Instant::now();
             let sent = self.speaker.append(self.url, offset, &piece).await;

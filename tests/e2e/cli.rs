@@ -1040,6 +1040,28 @@ async fn protocol_tus_speaks_tus_and_native_sends_content_digests() {
         wire.contains("x-cli-test: hello"),
         "the -H header was not sent"
     );
+
+    // --no-chunk-digest: chunks go bare, and the whole file is still checked and complete.
+    relay.reset();
+    let bare = user.file("bare.bin", &data((2 << 20) + 9, 63));
+    let outcome = user
+        .run(&[
+            "upload",
+            &bare,
+            "--server",
+            &base,
+            "--chunk-size",
+            "1M",
+            "--no-chunk-digest",
+        ])
+        .await;
+    outcome.assert_success();
+    let id = id_in(outcome.lines()[0], &base);
+    assert_eq!(status(&server, &id).await["state"], "complete");
+    assert!(
+        !relay.requests().contains("content-digest"),
+        "--no-chunk-digest still sent a Content-Digest"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
