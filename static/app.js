@@ -41,9 +41,12 @@ function formatBytes(n) {
 
 function formatDuration(seconds) {
   if (!Number.isFinite(seconds)) return '';
-  if (seconds < 60) return `${Math.ceil(seconds)} s left`;
-  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${Math.ceil(seconds % 60)} s left`;
-  return `${Math.floor(seconds / 3600)} h ${Math.ceil((seconds % 3600) / 60)} min left`;
+  // Rounded once, up to whole seconds (or minutes), before splitting: never "1 min 60 s".
+  const whole = Math.ceil(seconds);
+  if (whole < 60) return `${whole} s left`;
+  if (whole < 3600) return `${Math.floor(whole / 60)} min ${whole % 60} s left`;
+  const minutes = Math.ceil(whole / 60);
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min left`;
 }
 
 async function errorOf(response) {
@@ -62,7 +65,7 @@ async function call(request) {
     response = await request();
   } catch (error) {
     if (error instanceof Stopped) throw error;
-    throw new Retry(`network error: ${error.message}`);
+    throw new Retry('the server cannot be reached');
   }
   if (response.status >= 500) throw new Retry(await errorOf(response));
   return response;
@@ -84,9 +87,15 @@ class Upload {
     this.samples = [];
     this.row = template.content.firstElementChild.cloneNode(true);
     this.row.querySelector('.upload-name').textContent = file.name;
-    this.row.querySelector('[data-action=pause]').addEventListener('click', () => this.pause());
-    this.row.querySelector('[data-action=resume]').addEventListener('click', () => this.resume());
-    this.row.querySelector('[data-action=cancel]').addEventListener('click', () => this.cancel());
+    this.row.querySelector('.bar').setAttribute('aria-label', `${file.name}: stored so far`);
+    for (const [action, handler] of [
+      ['pause', () => this.pause()], ['resume', () => this.resume()], ['cancel', () => this.cancel()],
+      ['retry', () => this.retryFailed()], ['remove', () => this.remove()],
+    ]) {
+      const button = this.row.querySelector(`[data-action=${action}]`);
+      button.setAttribute('aria-label', `${button.textContent} ${file.name}`);
+      button.addEventListener('click', handler);
+    }
     list.append(this.row);
     this.setState('queued');
   }
@@ -102,6 +111,9 @@ class Upload {
     this.row.querySelector('[data-action=pause]').hidden = !['uploading', 'retrying', 'queued'].includes(state);
     this.row.querySelector('[data-action=resume]').hidden = state !== 'paused';
     this.row.querySelector('[data-action=cancel]').hidden = FINAL.has(state);
+    // A failed row is never a dead end: try again, or take it off the list.
+    this.row.querySelector('[data-action=retry]').hidden = state !== 'failed';
+    this.row.querySelector('[data-action=remove]').hidden = !FINAL.has(state);
     this.render();
   }
 
@@ -192,12 +204,18 @@ class Upload {
       response = await call(() => fetch('/uploads', { method: 'POST', headers, body }));
       if (response.status !== 401 || attempt >= 2) break;
       // This server only lets token holders start uploads: ask, and keep it for this tab only.
+      tokenNeeded();
       const given = await askToken(attempt > 0);
       if (!given) throw new Error('this server needs an access token to start uploads');
       sessionStorage.setItem(TOKEN_KEY, given);
     }
     if (!response.ok) throw new Error(await errorOf(response));
     const status = await response.json();
+    if (this.cancelled) {
+      // Cancelled while it was being created: it must not outlive the row.
+      await fetch(`/uploads/${status.id}`, { method: 'DELETE' }).catch(() => {});
+      throw new Stopped();
+    }
     this.setId(status.id);
     localStorage.setItem(this.key, status.id);
     this.offset = status.received;
@@ -214,7 +232,11 @@ class Upload {
     if (status.state === 'complete') this.complete(status);
     if (status.state === 'failed') {
       this.showResult(status);
-      this.setState('failed', 'the file\'s SHA-256 did not match');
+      // Final on the server: nothing to resume on a later visit.
+      localStorage.removeItem(this.key);
+      this.setState('failed', status.failure === 'rejected'
+        ? 'the server refused the file'
+        : 'the file\'s SHA-256 did not match');
     }
   }
 
@@ -277,6 +299,8 @@ class Upload {
   complete(status) {
     this.offset = status.received;
     this.sent = status.received;
+    localStorage.removeItem(this.key);
+    updateHint();
     this.showResult(status);
     if (this.state !== 'complete') this.setState('complete');
     this.stopWatching();
@@ -292,10 +316,29 @@ class Upload {
   }
 
   scheduleRetry(reason) {
-    this.setState('retrying', reason);
+    this.setState('retrying', `${reason}; trying again in ${Math.round(this.backoff / 1000)} s`);
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => this.run(), this.backoff);
     this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX);
+  }
+
+  /// A failed row, tried again from where the server stands (a token given this time, say).
+  retryFailed() {
+    if (this.state !== 'failed') return;
+    this.backoff = BACKOFF_FIRST;
+    this.row.querySelector('.upload-result').hidden = true;
+    this.setState('queued');
+    schedule();
+  }
+
+  /// Takes a finished or failed row off the list (the stored file stays on the server).
+  remove() {
+    if (!FINAL.has(this.state)) return;
+    this.stopWatching();
+    if (this.state === 'failed' && !this.id) localStorage.removeItem(this.key);
+    uploads.splice(uploads.indexOf(this), 1);
+    this.row.remove();
+    updateHint();
   }
 
   retryNow() {
@@ -321,6 +364,7 @@ class Upload {
   }
 
   async cancel() {
+    this.cancelled = true;
     clearTimeout(this.retryTimer);
     this.setState('paused');
     if (this.xhr) this.xhr.abort();
@@ -331,6 +375,7 @@ class Upload {
     localStorage.removeItem(this.key);
     uploads.splice(uploads.indexOf(this), 1);
     this.row.remove();
+    updateHint();
     schedule();
   }
 
@@ -361,7 +406,14 @@ class Upload {
 
   async longPoll() {
     this.watching = true;
+    const since = performance.now();
     while (this.watching && !FINAL.has(this.state)) {
+      if (performance.now() - since > 30000) {
+        // The WebSocket may work again (a proxy restarted, the network changed).
+        this.watching = false;
+        this.watch();
+        return;
+      }
       try {
         const response = await fetch(`/uploads/${this.id}/poll?received=${this.confirmed}&timeout=25`, { cache: 'no-store' });
         if (!response.ok) throw new Error(`HTTP ${response.status}`);
@@ -409,11 +461,12 @@ function schedule() {
 function addFiles(files) {
   for (const file of files) {
     const same = uploads.find((u) => u.key === fingerprint(file));
-    if (same && !same.row.isConnected) continue;
-    if (same) {
+    if (same && same.state === 'failed') {
+      // Chosen again after failing: a fresh try on a fresh row.
+      same.remove();
+    } else if (same) {
       // Chosen again: the same upload, with the fresh File the browser handed over.
       same.file = file;
-      if (same.state === 'paused' || same.state === 'failed') continue;
       continue;
     }
     uploads.push(new Upload(file));
@@ -422,10 +475,22 @@ function addFiles(files) {
   updateHint();
 }
 
+/// Names the files an earlier visit left unfinished, so the person knows what to choose again.
 function updateHint() {
-  const waiting = Object.keys(localStorage).filter((k) => k.startsWith('resumable::') && k.endsWith(`::${ENDPOINT}`));
+  const prefix = 'resumable::';
+  const suffix = `::${ENDPOINT}`;
   const open = new Set(uploads.map((u) => u.key));
-  document.getElementById('resume-hint').hidden = !waiting.some((k) => !open.has(k));
+  const names = Object.keys(localStorage)
+    .filter((k) => k.startsWith(prefix) && k.endsWith(suffix) && !open.has(k))
+    .map((k) => k.slice(prefix.length, -suffix.length).split('::').slice(0, -2).join('::'));
+  const hint = document.getElementById('resume-hint');
+  hint.hidden = names.length === 0;
+  hint.querySelector('.resume-names').textContent = names.join(', ');
+}
+
+/// The terminal example carries the token once the server has asked for one.
+function tokenNeeded() {
+  for (const element of document.querySelectorAll('.token-part')) element.hidden = false;
 }
 
 input.form.addEventListener('submit', (event) => event.preventDefault());

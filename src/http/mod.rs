@@ -114,6 +114,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .to(page::index),
     )
     .route("/static/{path}", web::get().to(page::asset))
+    .route("/favicon.ico", web::get().to(page::favicon))
     .default_service(web::to(not_found));
 }
 

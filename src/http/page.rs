@@ -23,7 +23,20 @@ const ASSETS: &[Asset] = &[
         content_type: "text/css; charset=utf-8",
         body: include_str!("../../static/app.css"),
     },
+    Asset {
+        path: "favicon.svg",
+        content_type: "image/svg+xml",
+        body: include_str!("../../static/favicon.svg"),
+    },
 ];
+
+/// `/favicon.ico`, which browsers and tools ask for whatever the page links: the page's icon.
+pub async fn favicon() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "image/svg+xml"))
+        .insert_header((header::CACHE_CONTROL, "max-age=86400"))
+        .body(include_str!("../../static/favicon.svg"))
+}
 
 /// The page loads only its own script and style (no inline code), talks only to this
 /// service, and no other site may frame it. Its WebSocket is named in `connect-src` too:

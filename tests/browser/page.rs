@@ -231,3 +231,169 @@ async fn the_page_asks_for_a_token_when_the_server_requires_one() {
     assert_eq!(persistent.as_bool(), Some(false));
     browser.close().await;
 }
+
+/// While a file uploads or pauses, its row shows no empty "SHA-256" and no dead download link:
+/// `hidden` must win over the result's flex layout. Once complete, both show.
+#[tokio::test]
+async fn the_result_stays_hidden_until_the_upload_is_complete() {
+    let server = TestServer::start();
+    let files = tempfile::tempdir().unwrap();
+    let (path, _) = file_of(&files, "hidden.bin", 8 * MIB, 46);
+    let browser = Browser::start().await;
+    browser.open(&server.url("/")).await;
+    browser.throttle_upload(Some(2 * MIB as u64)).await;
+    browser.choose(&[&path]).await;
+    browser
+        .wait_row(
+            Duration::from_secs(30),
+            "some progress",
+            |(_, state, received)| state == "uploading" && *received > 0,
+        )
+        .await;
+    let shown = "return getComputedStyle(document.querySelector('.upload-result')).display";
+    assert_eq!(
+        browser.js(shown).await.as_str(),
+        Some("none"),
+        "while uploading"
+    );
+    browser.click("[data-action=pause]").await;
+    assert_eq!(
+        browser.js(shown).await.as_str(),
+        Some("none"),
+        "while paused"
+    );
+    browser.throttle_upload(None).await;
+    browser.click("[data-action=resume]").await;
+    browser
+        .wait_row(Duration::from_secs(60), "complete", |(_, state, _)| {
+            state == "complete"
+        })
+        .await;
+    assert_ne!(
+        browser.js(shown).await.as_str(),
+        Some("none"),
+        "once complete"
+    );
+    browser.close().await;
+}
+
+/// A row that failed (the token prompt dismissed) offers Retry and Remove; Retry with a token
+/// completes it, and a file whose row failed can be chosen again.
+#[tokio::test]
+async fn a_failed_row_can_be_retried_removed_or_chosen_again() {
+    let server = TestServer::start_with(&["--token", "row-secret"], &[]);
+    let files = tempfile::tempdir().unwrap();
+    let (path, bytes) = file_of(&files, "retry.bin", MIB, 47);
+    let browser = Browser::start().await;
+    browser.open(&server.url("/")).await;
+    browser.js("window.prompt = () => null").await;
+    browser.choose(&[&path]).await;
+    browser
+        .wait_row(Duration::from_secs(20), "failed", |(_, state, _)| {
+            state == "failed"
+        })
+        .await;
+    let visible =
+        |action: &str| format!("return !document.querySelector('[data-action={action}]').hidden");
+    assert_eq!(browser.js(&visible("retry")).await.as_bool(), Some(true));
+    assert_eq!(browser.js(&visible("remove")).await.as_bool(), Some(true));
+    let label = browser
+        .js("return document.querySelector('[data-action=retry]').getAttribute('aria-label')")
+        .await;
+    assert_eq!(
+        label.as_str(),
+        Some("Retry retry.bin"),
+        "buttons name their file"
+    );
+    let hint = browser
+        .js("return document.querySelector('.token-part').hidden")
+        .await;
+    assert_eq!(
+        hint.as_bool(),
+        Some(false),
+        "the terminal hint shows the token"
+    );
+
+    // Remove takes it off the list; choosing the file again starts a fresh row, which fails
+    // the same way (still no token) and is then retried with one.
+    browser.click("[data-action=remove]").await;
+    assert!(browser.rows().await.is_empty(), "removed");
+    browser.choose(&[&path]).await;
+    browser
+        .wait_row(Duration::from_secs(20), "failed again", |(_, state, _)| {
+            state == "failed"
+        })
+        .await;
+    browser.js("window.prompt = () => 'row-secret'").await;
+    browser.click("[data-action=retry]").await;
+    let (id, _, _) = browser
+        .wait_row(Duration::from_secs(60), "complete", |(_, state, _)| {
+            state == "complete"
+        })
+        .await;
+    assert_eq!(content(&server, &id).await, bytes);
+    assert_eq!(browser.rows().await.len(), 1);
+    browser.close().await;
+}
+
+/// "Uploads from an earlier visit are waiting" names the files left unfinished, and is gone
+/// once nothing is: finished uploads leave no resume entry behind.
+#[tokio::test]
+async fn the_resume_hint_names_unfinished_files_and_only_those() {
+    let server = TestServer::start();
+    let files = tempfile::tempdir().unwrap();
+    let (done, _) = file_of(&files, "done.bin", 64 * 1024, 48);
+    let (left, _) = file_of(&files, "left.bin", 8 * MIB, 49);
+    let browser = Browser::start().await;
+    browser.open(&server.url("/")).await;
+    browser.choose(&[&done]).await;
+    browser
+        .wait_row(Duration::from_secs(30), "complete", |(_, state, _)| {
+            state == "complete"
+        })
+        .await;
+    browser.open(&server.url("/")).await;
+    let hint = "return document.getElementById('resume-hint').hidden";
+    assert_eq!(
+        browser.js(hint).await.as_bool(),
+        Some(true),
+        "nothing left to resume"
+    );
+
+    browser.throttle_upload(Some(MIB as u64)).await;
+    browser.choose(&[&left]).await;
+    browser
+        .wait_row(
+            Duration::from_secs(30),
+            "some progress",
+            |(_, state, received)| state == "uploading" && *received > 0,
+        )
+        .await;
+    browser.click("[data-action=pause]").await;
+    browser.open(&server.url("/")).await;
+    assert_eq!(
+        browser.js(hint).await.as_bool(),
+        Some(false),
+        "one to resume"
+    );
+    let names = browser
+        .js("return document.querySelector('.resume-names').textContent")
+        .await;
+    assert_eq!(names.as_str(), Some("left.bin"));
+    browser.close().await;
+}
+
+/// The page has an icon, and `/favicon.ico` answers (it was a 404 in every browser's log).
+#[tokio::test]
+async fn the_page_has_an_icon() {
+    let server = TestServer::start();
+    for path in ["/favicon.ico", "/static/favicon.svg"] {
+        let response = client().get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "image/svg+xml",
+            "{path}"
+        );
+    }
+}
