@@ -1,6 +1,8 @@
 // The upload page: resumable uploads with PATCH at offsets, live progress from the server.
 // No dependencies, no build step.
 
+import { formatBytes, formatDuration } from '/static/format.js';
+
 const MIB = 1024 * 1024;
 const CHUNK_MIN = 1 * MIB;
 const CHUNK_MAX = 64 * MIB;
@@ -13,6 +15,8 @@ const BACKOFF_MAX = 30000;
 const ENDPOINT = `${location.origin}/uploads`;
 const FINAL = new Set(['complete', 'failed']);
 const TOKEN_KEY = 'resumable-token';
+const HISTORY_KEY = 'resumable-history';
+const HISTORY_MAX = 50;
 
 const list = document.getElementById('uploads');
 const input = document.getElementById('file');
@@ -25,28 +29,6 @@ class Stopped extends Error {}
 
 function fingerprint(file) {
   return `resumable::${file.name}::${file.size}::${file.lastModified}::${ENDPOINT}`;
-}
-
-function formatBytes(n) {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let value = n / 1024;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
-}
-
-function formatDuration(seconds) {
-  if (!Number.isFinite(seconds)) return '';
-  // Rounded once, up to whole seconds (or minutes), before splitting: never "1 min 60 s".
-  const whole = Math.ceil(seconds);
-  if (whole < 60) return `${whole} s left`;
-  if (whole < 3600) return `${Math.floor(whole / 60)} min ${whole % 60} s left`;
-  const minutes = Math.ceil(whole / 60);
-  return `${Math.floor(minutes / 60)} h ${minutes % 60} min left`;
 }
 
 async function errorOf(response) {
@@ -91,6 +73,7 @@ class Upload {
     for (const [action, handler] of [
       ['pause', () => this.pause()], ['resume', () => this.resume()], ['cancel', () => this.cancel()],
       ['retry', () => this.retryFailed()], ['remove', () => this.remove()],
+      ['copy', () => this.copyLink()],
     ]) {
       const button = this.row.querySelector(`[data-action=${action}]`);
       button.setAttribute('aria-label', `${button.textContent} ${file.name}`);
@@ -218,6 +201,7 @@ class Upload {
     }
     this.setId(status.id);
     localStorage.setItem(this.key, status.id);
+    remember(status);
     this.offset = status.received;
     this.applyStatus(status, true);
   }
@@ -225,6 +209,23 @@ class Upload {
   setId(id) {
     this.id = id;
     this.row.dataset.uploadId = id;
+    const view = this.row.querySelector('.upload-view');
+    view.href = `/uploads/${id}/view`;
+    view.hidden = false;
+    this.row.querySelector('[data-action=copy]').hidden = false;
+  }
+
+  /// The live view's address, for the person on the other end.
+  async copyLink() {
+    const url = `${location.origin}/uploads/${this.id}/view`;
+    const button = this.row.querySelector('[data-action=copy]');
+    try {
+      await navigator.clipboard.writeText(url);
+      button.textContent = 'Copied';
+    } catch {
+      window.prompt('Copy this link:', url);
+    }
+    setTimeout(() => { button.textContent = 'Copy link'; }, 2000);
   }
 
   applyStatus(status, exact) {
@@ -301,6 +302,7 @@ class Upload {
     this.sent = status.received;
     localStorage.removeItem(this.key);
     updateHint();
+    renderHistory();
     this.showResult(status);
     if (this.state !== 'complete') this.setState('complete');
     this.stopWatching();
@@ -488,6 +490,73 @@ function updateHint() {
   hint.querySelector('.resume-names').textContent = names.join(', ');
 }
 
+/// This browser's uploads, newest first: what it started, to look at again later.
+function history() {
+  try {
+    const entries = JSON.parse(localStorage.getItem(HISTORY_KEY) || '[]');
+    return Array.isArray(entries) ? entries : [];
+  } catch {
+    return [];
+  }
+}
+
+function remember(status) {
+  const entries = history().filter((e) => e.id !== status.id);
+  entries.unshift({ id: status.id, name: status.name, size: status.size, at: Date.now() });
+  localStorage.setItem(HISTORY_KEY, JSON.stringify(entries.slice(0, HISTORY_MAX)));
+  renderHistory();
+}
+
+function forget(id) {
+  localStorage.setItem(HISTORY_KEY, JSON.stringify(history().filter((e) => e.id !== id)));
+  renderHistory();
+}
+
+/// The list, each entry with its state as the server tells it now.
+function renderHistory() {
+  const entries = history();
+  const section = document.getElementById('history');
+  const list = section.querySelector('ul');
+  section.hidden = entries.length === 0;
+  list.replaceChildren(...entries.map((entry) => {
+    const item = document.getElementById('history-row').content.firstElementChild.cloneNode(true);
+    item.dataset.uploadId = entry.id;
+    const name = item.querySelector('.history-name');
+    name.textContent = entry.name;
+    name.href = `/uploads/${entry.id}/view`;
+    const remove = item.querySelector('[data-action=forget]');
+    remove.setAttribute('aria-label', `Remove ${entry.name} from this list`);
+    remove.addEventListener('click', () => forget(entry.id));
+    fillHistoryState(item, entry);
+    return item;
+  }));
+}
+
+async function fillHistoryState(item, entry) {
+  const state = item.querySelector('.history-state');
+  let text;
+  try {
+    const response = await fetch(`/uploads/${entry.id}`, { cache: 'no-store' });
+    if (response.status === 404 || response.status === 410) {
+      text = 'no longer on the server';
+    } else if (!response.ok) {
+      text = 'unknown for now';
+    } else {
+      const status = await response.json();
+      item.dataset.historyState = status.state;
+      text = status.state === 'uploading'
+        ? `${formatBytes(status.received)} of ${status.size === null ? '?' : formatBytes(status.size)} stored`
+        : status.state;
+      const link = item.querySelector('.history-download');
+      link.href = `/uploads/${entry.id}/content`;
+      link.hidden = status.state !== 'complete';
+    }
+  } catch {
+    text = 'the server cannot be reached';
+  }
+  state.textContent = text;
+}
+
 /// The terminal example carries the token once the server has asked for one.
 function tokenNeeded() {
   for (const element of document.querySelectorAll('.token-part')) element.hidden = false;
@@ -511,3 +580,4 @@ drop.addEventListener('drop', (event) => {
 window.addEventListener('online', () => uploads.forEach((u) => u.retryNow()));
 for (const element of document.querySelectorAll('.origin')) element.textContent = location.origin;
 updateHint();
+renderHistory();

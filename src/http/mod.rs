@@ -105,6 +105,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/uploads/{id}/poll", web::get().to(watch::poll))
     .route("/uploads/{id}/ws", web::get().to(watch::websocket))
     .route("/uploads/{id}/events", web::get().to(watch::events))
+    .route("/uploads/{id}/view", web::get().to(page::view))
     .route("/healthz", web::get().to(native::healthz))
     .route("/metrics", web::get().to(native::metrics))
     .route(

@@ -3,8 +3,10 @@
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
+use super::extract::parse_id;
 use super::Ctx;
 use crate::error::ApiError;
+use crate::upload::Engine;
 
 struct Asset {
     path: &'static str,
@@ -22,6 +24,16 @@ const ASSETS: &[Asset] = &[
         path: "app.css",
         content_type: "text/css; charset=utf-8",
         body: include_str!("../../static/app.css"),
+    },
+    Asset {
+        path: "format.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../static/format.js"),
+    },
+    Asset {
+        path: "view.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../static/view.js"),
     },
     Asset {
         path: "favicon.svg",
@@ -51,13 +63,29 @@ fn page_policy(ctx: &Ctx) -> String {
 }
 
 pub async fn index(ctx: web::Data<Ctx>) -> HttpResponse {
+    html(&ctx, include_str!("../../static/index.html"))
+}
+
+/// `GET /uploads/{id}/view`: the live view of one upload, for anyone with its id. An id that
+/// is malformed, unknown or gone answers as on every per-upload endpoint.
+pub async fn view(
+    path: web::Path<String>,
+    engine: web::Data<Engine>,
+    ctx: web::Data<Ctx>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&path)?;
+    engine.status(id).await?;
+    Ok(html(&ctx, include_str!("../../static/view.html")))
+}
+
+fn html(ctx: &Ctx, body: &'static str) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header((header::CONTENT_SECURITY_POLICY, page_policy(&ctx)))
+        .insert_header((header::CONTENT_SECURITY_POLICY, page_policy(ctx)))
         .insert_header((header::X_FRAME_OPTIONS, "DENY"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .body(include_str!("../../static/index.html"))
+        .body(body)
 }
 
 pub async fn asset(path: web::Path<String>) -> Result<HttpResponse, ApiError> {

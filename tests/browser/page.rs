@@ -397,3 +397,130 @@ async fn the_page_has_an_icon() {
         );
     }
 }
+
+/// The live view of an upload follows it while another client (here, the test over HTTP)
+/// sends the bytes, and ends complete with the digest and a download link.
+#[tokio::test]
+async fn the_live_view_follows_an_upload_someone_else_sends() {
+    let server = TestServer::start();
+    let bytes = data(3 * MIB, 50);
+    let id = create(&server, "shared.bin", bytes.len() as u64).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let browser = Browser::start().await;
+    browser
+        .open(&server.url(&format!("/uploads/{id}/view")))
+        .await;
+    let state = "return [document.getElementById('view').dataset.state, \
+                 Number(document.getElementById('view').dataset.received || -1)]";
+    let wait_for = |want: &'static str, received: u64| {
+        let browser = &browser;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let now = browser.js(state).await;
+                if now[0] == want && now[1].as_u64() == Some(received) {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "view shows {now}, not {want} {received}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for("uploading", 0).await;
+    wait_watchers(&server, "websocket", 1).await;
+    assert_eq!(
+        patch(&server, &id, 0, bytes[..MIB].to_vec()).await.status(),
+        200
+    );
+    wait_for("uploading", MIB as u64).await;
+    assert_eq!(
+        patch(&server, &id, MIB as u64, bytes[MIB..].to_vec())
+            .await
+            .status(),
+        200
+    );
+    wait_for("complete", bytes.len() as u64).await;
+    let sha = browser
+        .js("return document.querySelector('.upload-sha').textContent")
+        .await;
+    assert_eq!(sha.as_str(), Some(sha_hex(&bytes).as_str()));
+    let link = browser
+        .js("return document.querySelector('.upload-link').hidden")
+        .await;
+    assert_eq!(link.as_bool(), Some(false));
+    let unknown = client()
+        .get(server.url(&format!("/uploads/{}/view", uuid_v4_like())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    browser.close().await;
+}
+
+fn uuid_v4_like() -> &'static str {
+    "6f1c9e2f-7a4f-4e9a-972f-3c5f1d7e2100"
+}
+
+/// The uploads started from this browser are listed after a reload, with their state from
+/// the server and a link to the live view, and can be taken off the list one by one.
+#[tokio::test]
+async fn this_browsers_uploads_are_listed_across_a_reload() {
+    let server = TestServer::start();
+    let files = tempfile::tempdir().unwrap();
+    let (first, _) = file_of(&files, "first.bin", 64 * 1024, 51);
+    let (second, _) = file_of(&files, "second.bin", 64 * 1024, 52);
+    let browser = Browser::start().await;
+    browser.open(&server.url("/")).await;
+    browser.choose(&[&first, &second]).await;
+    let done = |rows: &Vec<(String, String, u64)>| {
+        rows.len() == 2 && rows.iter().all(|r| r.1 == "complete")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !done(&browser.rows().await) {
+        assert!(std::time::Instant::now() < deadline, "both complete");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    browser.open(&server.url("/")).await;
+    let listed = "return [...document.querySelectorAll('.history-row')].map(r => \
+                  [r.querySelector('.history-name').textContent, r.dataset.historyState || '', \
+                   r.querySelector('.history-name').getAttribute('href')])";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let rows = loop {
+        let rows = browser.js(listed).await;
+        let all_known = rows
+            .as_array()
+            .is_some_and(|r| r.len() == 2 && r.iter().all(|e| e[1] == "complete"));
+        if all_known {
+            break rows;
+        }
+        assert!(std::time::Instant::now() < deadline, "history shows {rows}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let names: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"first.bin") && names.contains(&"second.bin"),
+        "{names:?}"
+    );
+    assert!(rows[0][2].as_str().unwrap().ends_with("/view"));
+    browser.click(".history-row [data-action=forget]").await;
+    let left = browser
+        .js("return document.querySelectorAll('.history-row').length")
+        .await;
+    assert_eq!(left.as_u64(), Some(1));
+    browser.open(&server.url("/")).await;
+    let after = browser
+        .js("return document.querySelectorAll('.history-row').length")
+        .await;
+    assert_eq!(after.as_u64(), Some(1), "the removal is kept");
+    browser.close().await;
+}
