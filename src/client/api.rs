@@ -28,6 +28,9 @@ pub enum ClientError {
     },
     #[error("{0}")]
     Failed(String),
+    /// The server's final word on the upload: failed, or a different digest.
+    #[error("{0}")]
+    Verdict(String),
 }
 
 impl ClientError {
@@ -35,18 +38,12 @@ impl ClientError {
     pub fn is_transient(&self) -> bool {
         match self {
             ClientError::Unreachable { .. } => true,
+            // 423: a tus server still holding a dropped request's lock; 460: a chunk damaged
+            // on the way (its digest did not match), sent again.
             ClientError::Refused { status, .. } => {
-                *status >= 500 || *status == 429 || *status == 408
+                *status >= 500 || matches!(*status, 408 | 423 | 429 | 460)
             }
             _ => false,
-        }
-    }
-
-    /// The error code the server answered with, if it answered.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            ClientError::Refused { code, .. } => Some(code),
-            _ => None,
         }
     }
 
@@ -137,15 +134,32 @@ impl Api {
             .await
             .map_err(|e| ClientError::Unreachable {
                 url,
-                message: error_chain(&e),
+                message: if e.is_timeout() {
+                    "no answer in time".to_owned()
+                } else {
+                    error_chain(&e)
+                },
             })
     }
 
     /// The status JSON of an upload.
     pub async fn status(&self, url: &Url) -> Result<Value> {
-        let response = self.send(self.http.get(url.clone())).await?;
-        json_of(checked(response).await?).await
+        let request = self
+            .http
+            .get(url.clone())
+            .header("Accept", "application/json")
+            .timeout(SHORT_REQUEST);
+        json_of(checked(self.send(request).await?).await?).await
     }
+}
+
+/// How long a request without a body (a status, a HEAD) may take: a stalled server or a
+/// half-open connection must end in a retry, not a hang.
+pub const SHORT_REQUEST: Duration = Duration::from_secs(60);
+
+/// How long an append of `len` bytes may take: at least 64 KiB/s, plus a minute.
+pub fn append_timeout(len: u64) -> Duration {
+    Duration::from_secs(60 + len / (64 * 1024))
 }
 
 /// A 2xx answer, or the error it carries.
@@ -198,8 +212,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(retry_for: Duration) -> Backoff {
+        let now = Instant::now();
         Backoff {
-            deadline: Instant::now() + retry_for,
+            deadline: now
+                .checked_add(retry_for)
+                .unwrap_or(now + Duration::from_secs(86_400 * 365)),
             next: Duration::from_secs(1),
         }
     }

@@ -27,18 +27,38 @@ pub async fn run(args: DownloadArgs) -> Result<bool> {
     let sha256 = status["sha256"].as_str().unwrap_or_default().to_owned();
     let output = match args.output {
         Some(path) => path,
-        None => PathBuf::from(status["name"].as_str().unwrap_or("download")),
+        // Only a base name: a server's name never places the file elsewhere.
+        None => PathBuf::from(
+            std::path::Path::new(status["name"].as_str().unwrap_or("download"))
+                .file_name()
+                .unwrap_or(std::ffi::OsStr::new("download")),
+        ),
     };
     let io = |error| ClientError::File {
         path: output.display().to_string(),
         error,
     };
-    let have = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
-    let have = if have > size { 0 } else { have };
-    if have < size {
-        fetch(&api, &url, &output, have, &sha256).await?;
+    let existing = std::fs::metadata(&output).ok().map(|m| m.len());
+    match existing {
+        // Longer than the upload: some other file; never truncated behind its owner's back.
+        Some(have) if have > size => {
+            return Err(ClientError::Usage(format!(
+                "{} exists and is longer than the upload ({have} > {size} bytes): \
+                 remove it or choose another -o",
+                output.display()
+            )))
+        }
+        Some(have) if have < size => fetch(&api, &url, &output, have, &sha256).await?,
+        Some(_) => {}
+        None => fetch(&api, &url, &output, 0, &sha256).await?,
     }
     let digest = hash_file(&output).map_err(io)?;
+    if existing == Some(size) && digest != sha256 {
+        return Err(ClientError::Usage(format!(
+            "{} exists with other content than the upload: remove it or choose another -o",
+            output.display()
+        )));
+    }
     let matched = digest == sha256;
     if args.common.json {
         emit(
@@ -82,13 +102,26 @@ async fn fetch(
     }
     let mut response = checked(api.send(request).await?).await?;
     if let Some(etag) = response.headers().get(ETAG).and_then(|v| v.to_str().ok()) {
-        if etag.trim_matches('"') != sha256 {
+        if etag.trim_start_matches("W/").trim_matches('"') != sha256 {
             return Err(ClientError::Failed(format!(
                 "{content}: its ETag {etag} is not the status's SHA-256"
             )));
         }
     }
     let resumed = response.status() == StatusCode::PARTIAL_CONTENT;
+    // A range that does not start where the file ends would be stitched on wrong.
+    let starts_at = response
+        .headers()
+        .get(reqwest13::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes "))
+        .and_then(|v| v.split('-').next())
+        .and_then(|v| v.parse::<u64>().ok());
+    if resumed && starts_at != Some(have) {
+        return Err(ClientError::Failed(format!(
+            "{content}: asked for bytes from {have}, got a range from {starts_at:?}"
+        )));
+    }
     let io = |error| ClientError::File {
         path: output.display().to_string(),
         error,

@@ -8,7 +8,7 @@ use reqwest13::header::{CONTENT_TYPE, LOCATION};
 use reqwest13::{Response, Url};
 use serde_json::{json, Value};
 
-use super::api::{checked, json_of, Api, ClientError, Result};
+use super::api::{append_timeout, checked, json_of, Api, ClientError, Result, SHORT_REQUEST};
 use super::local::Piece;
 use super::Protocol;
 
@@ -83,7 +83,8 @@ impl Speaker {
                 let request = api
                     .http
                     .head(url.clone())
-                    .header("Tus-Resumable", TUS_VERSION);
+                    .header("Tus-Resumable", TUS_VERSION)
+                    .timeout(SHORT_REQUEST);
                 let response = checked(api.send(request).await?).await?;
                 let mut held = Held {
                     received: offset_of(&response)?,
@@ -93,7 +94,10 @@ impl Speaker {
                 if response.headers().contains_key("upload-length")
                     && self.is_this_service(&response)
                 {
-                    if let Ok(status) = api.status(url).await {
+                    // A failure here is retried like any other: never "complete, unchecked".
+                    let status = api.status(url).await?;
+                    let id = url.path_segments().and_then(|mut s| s.next_back());
+                    if status["id"].as_str() == id {
                         held = held_of(&status);
                     }
                 }
@@ -110,6 +114,7 @@ impl Speaker {
             .patch(url.clone())
             .header("Upload-Offset", offset.to_string())
             .header(CONTENT_TYPE, "application/offset+octet-stream")
+            .timeout(append_timeout(piece.bytes.len() as u64))
             .body(piece.bytes.clone());
         if let Some(sha256) = piece.sha256.filter(|_| !piece.bytes.is_empty()) {
             let digest = STANDARD.encode(sha256);

@@ -111,8 +111,17 @@ impl Slot {
         }
         let temporary = self.path.with_extension("tmp");
         let text = serde_json::to_vec(entry).unwrap_or_default();
-        std::fs::write(&temporary, text).map_err(io)?;
-        std::fs::rename(&temporary, &self.path).map_err(io)
+        // Durable before the first byte is sent: a power cut must not lose where it went.
+        let mut file = std::fs::File::create(&temporary).map_err(io)?;
+        std::io::Write::write_all(&mut file, &text).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&temporary, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        Ok(())
     }
 
     pub fn drop_entry(&self) {

@@ -22,6 +22,11 @@ const FIRST_CHUNK: u64 = 4 << 20;
 const MIN_CHUNK: u64 = 1 << 20;
 const MAX_CHUNK: u64 = 64 << 20;
 const CHUNK_SECONDS: f64 = 3.0;
+/// The largest `--chunk-size` honoured: two chunks are in memory per file.
+const MAX_FIXED_CHUNK: u64 = 256 << 20;
+/// Answers in a row that move nothing before each one waits out a backoff (a server that keeps
+/// naming the same offset must not spin the client).
+const FREE_STALLS: u32 = 3;
 
 pub async fn run(args: UploadArgs) -> Result<bool> {
     let api = Api::new(&args.common)?;
@@ -91,15 +96,31 @@ async fn upload_file(
         report,
         url: &url,
         retry_for: args.retry_for,
-        fixed_chunk: args.chunk_size,
+        fixed_chunk: args.chunk_size.map(|c| c.clamp(1, MAX_FIXED_CHUNK)),
         chunk_digest: !args.no_chunk_digest,
     };
     let digest = sent.send_from(&mut local, held.received).await?;
-    let outcome = sent.settle(&digest).await;
-    if outcome.is_ok() || !matches!(&outcome, Err(e) if e.is_transient()) {
+    let outcome = sent.settle(&digest, seen.size).await;
+    // Only a final word ends the entry: done, failed, or gone. Anything else (a refused token,
+    // the server away too long) leaves it for the next run to carry on.
+    let settled = match &outcome {
+        Ok(_) => true,
+        Err(ClientError::Verdict(_)) => true,
+        Err(e) => matches!(e.status(), Some(404 | 410)),
+    };
+    if settled {
         slot.drop_entry();
     }
     let sha256 = outcome?;
+    // The file must still be what was sent: a log that grew or a region rewritten meanwhile
+    // would otherwise pass as the snapshot the reads happened to see.
+    if Seen::of(path)? != seen {
+        return Err(ClientError::Verdict(
+            "the file changed while it was being sent: the upload holds an earlier state of it; \
+             run the command again to send it as it is now"
+                .into(),
+        ));
+    }
     report.complete(url.as_str(), &last_segment(&url), &sha256);
     Ok(())
 }
@@ -155,11 +176,16 @@ impl Sending<'_> {
         let mut backoff = Backoff::new(self.retry_for);
         let mut resync = false;
         let mut ahead = None;
+        let mut stalls = 0;
         while offset < size || resync {
             if resync {
                 ahead = None;
                 match self.speaker.held(self.url).await {
                     Ok(held) => {
+                        // Moved (by this run or another): not a stall.
+                        if held.received != offset {
+                            stalls = 0;
+                        }
                         offset = held.received;
                         self.report.progress(offset);
                         resync = false;
@@ -185,23 +211,32 @@ impl Sending<'_> {
             let sent = self.speaker.append(self.url, offset, &piece).await;
             local.recycle(piece);
             match sent {
-                Ok(Appended { received }) => {
+                Ok(Appended { received }) if received > offset && received <= offset + len => {
                     offset = received;
                     self.report.progress(offset);
                     backoff.reset(self.retry_for);
+                    stalls = 0;
                     if self.fixed_chunk.is_none() {
                         chunk = next_chunk(len, started.elapsed());
                     }
                 }
+                // An answer that moved nothing (or named an offset this append cannot have
+                // reached): ask where it stands, and wait between such rounds.
+                Ok(_) => {
+                    stalls += 1;
+                    if stalls > FREE_STALLS {
+                        self.wait_or_fail(&mut backoff, self.stalled()).await?;
+                    }
+                    resync = true;
+                }
                 // Another request moved it on (or an earlier try of this one landed after
-                // all): ask where it stands and carry on from there.
-                // (`not_uploading`: another run of the same command finished it first.)
-                Err(e)
-                    if matches!(
-                        e.code(),
-                        Some("offset_mismatch" | "superseded" | "not_uploading")
-                    ) =>
-                {
+                // all), or another run of the same command finished it (`not_uploading`):
+                // ask where it stands and carry on from there.
+                Err(e) if e.status() == Some(409) => {
+                    stalls += 1;
+                    if stalls > FREE_STALLS {
+                        self.wait_or_fail(&mut backoff, self.stalled()).await?;
+                    }
                     resync = true;
                 }
                 Err(e) => {
@@ -211,6 +246,14 @@ impl Sending<'_> {
             }
         }
         local.digest().await
+    }
+
+    /// The server keeps answering without its offset moving: waited out like an outage.
+    fn stalled(&self) -> ClientError {
+        ClientError::Unreachable {
+            url: self.url.to_string(),
+            message: "the upload's offset does not move".into(),
+        }
     }
 
     async fn wait_or_fail(&self, backoff: &mut Backoff, error: ClientError) -> Result<()> {
@@ -223,8 +266,9 @@ impl Sending<'_> {
 
     /// Every byte is in: the upload must be complete with this digest. One still sealing
     /// (its store or a hook failed before) is asked to finish with an empty append.
-    async fn settle(&self, digest: &str) -> Result<String> {
+    async fn settle(&self, digest: &str, size: u64) -> Result<String> {
         let mut backoff = Backoff::new(self.retry_for);
+        let mut conflicts = 0;
         loop {
             let outcome = async {
                 let held = self.speaker.held(self.url).await?;
@@ -238,7 +282,9 @@ impl Sending<'_> {
             }
             .await;
             match outcome {
-                Ok(held) => return verdict(&held, digest),
+                Ok(held) => return verdict(&held, digest, size),
+                // Sealed by someone else between the look and the append: look again.
+                Err(e) if e.status() == Some(409) && conflicts < FREE_STALLS => conflicts += 1,
                 Err(e) => self.wait_or_fail(&mut backoff, e).await?,
             }
         }
@@ -246,15 +292,16 @@ impl Sending<'_> {
 }
 
 /// Complete with the same SHA-256, or why not.
-fn verdict(held: &Held, digest: &str) -> Result<String> {
+fn verdict(held: &Held, digest: &str, size: u64) -> Result<String> {
     match (held.state.as_deref(), held.sha256.as_deref()) {
         (Some("complete") | None, Some(server)) if server == digest => Ok(digest.to_owned()),
-        // A tus server that does not tell its digest: each chunk's checksum was checked.
-        (None, None) => Ok(digest.to_owned()),
-        (Some("complete") | None, Some(server)) => Err(ClientError::Failed(format!(
+        // A tus server that does not tell its digest: it holds every byte, and each chunk's
+        // checksum was checked on the way (where chunks carried one).
+        (None, None) if held.received == size => Ok(digest.to_owned()),
+        (Some("complete") | None, Some(server)) => Err(ClientError::Verdict(format!(
             "the server's SHA-256 is {server}, but the file's is {digest}"
         ))),
-        (Some("failed"), _) => Err(ClientError::Failed(format!(
+        (Some("failed"), _) => Err(ClientError::Verdict(format!(
             "the server failed the upload ({})",
             held.failure.as_deref().unwrap_or("no reason given")
         ))),

@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest13::Url;
 use serde_json::Value;
 
-use super::api::{checked, error_chain, json_of, Api, ClientError, Result};
+use super::api::{checked, error_chain, json_of, Api, Backoff, ClientError, Result};
 use super::report::{emit, percent};
 use super::TargetArgs;
 
@@ -70,9 +70,14 @@ async fn follow_events(api: &Api, url: &Url, view: &View) -> Result<Value> {
     let mut buffer = Vec::new();
     let mut last = Value::Null;
     loop {
-        let chunk = response
-            .chunk()
+        // The server sends a heartbeat every 15 s: silence this long is a stalled stream (or
+        // a proxy that buffers it), and long polls take over.
+        let chunk = tokio::time::timeout(Duration::from_secs(45), response.chunk())
             .await
+            .map_err(|_| ClientError::Unreachable {
+                url: url.to_string(),
+                message: "the event stream went silent".into(),
+            })?
             .map_err(|e| ClientError::Unreachable {
                 url: url.to_string(),
                 message: error_chain(&e),
@@ -81,7 +86,14 @@ async fn follow_events(api: &Api, url: &Url, view: &View) -> Result<Value> {
             // The server ends the stream after the final state.
             return final_or_error(last, url);
         };
-        buffer.extend_from_slice(&chunk);
+        // Lines may end in CRLF or CR too (the event stream format allows all three).
+        let text = String::from_utf8_lossy(&chunk)
+            .replace("\r\n", "\n")
+            .replace('\r', "\n");
+        buffer.extend_from_slice(text.as_bytes());
+        if buffer.len() > 1 << 20 {
+            return Err(ClientError::Failed(format!("{url}: an event over 1 MiB")));
+        }
         while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
             let event: Vec<u8> = buffer.drain(..end + 2).collect();
             if let Some(status) = data_of(&event) {
@@ -96,16 +108,34 @@ async fn follow_events(api: &Api, url: &Url, view: &View) -> Result<Value> {
     }
 }
 
-/// Long polls until the final state.
+/// Long polls until the final state; a failed poll is tried again after a backoff.
 async fn follow_polls(api: &Api, url: &Url, view: &View) -> Result<Value> {
     let mut received: Option<u64> = None;
+    let mut backoff = Backoff::new(Duration::from_secs(3600));
     loop {
         let mut poll = join(url, "poll")?;
         if let Some(received) = received {
             poll.set_query(Some(&format!("received={received}&timeout=25")));
         }
-        let response = api.send(api.http.get(poll).timeout(Duration::from_secs(40)));
-        let status = json_of(checked(response.await?).await?).await?;
+        let request = api.http.get(poll).timeout(Duration::from_secs(40));
+        let answer = match api.send(request).await {
+            Ok(response) => match checked(response).await {
+                Ok(response) => json_of(response).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let status = match answer {
+            Ok(status) => {
+                backoff.reset(Duration::from_secs(3600));
+                status
+            }
+            Err(e) => {
+                let wait = backoff.wait_after(&e).ok_or(e)?;
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
         view.show(&status);
         if is_final(&status) {
             return Ok(status);
