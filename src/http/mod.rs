@@ -11,6 +11,7 @@ mod content;
 mod draft;
 mod extract;
 mod flow;
+mod form_answer;
 mod hook_context;
 mod log;
 mod media;

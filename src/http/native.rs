@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::extract::{client, content_type, detached, is_media_type, parse_id, read_limited};
 use super::respond::{self, status_response};
-use super::{flow, multipart, Ctx};
+use super::{flow, form_answer, multipart, Ctx};
 use crate::error::ApiError;
 use crate::upload::input::parse_sha256_hex;
 use crate::upload::{Engine, NewUpload};
@@ -23,25 +23,37 @@ pub async fn create(
     engine: web::Data<Engine>,
     ctx: web::Data<Ctx>,
 ) -> Result<HttpResponse, ApiError> {
-    flow::admit_creation(&req, &ctx)?;
+    let admitted = flow::admit_creation(&req, &ctx);
     let media = content_type(req.headers());
     match media.as_ref().map(mime::Mime::essence_str) {
         Some("application/json") => {
+            admitted?;
             let body = read_limited(payload, JSON_BODY_LIMIT).await?;
             let new = parse_create_json(&body)?;
             let status = engine.create(new).await?;
             Ok(respond::created_json(&ctx, &status))
         }
         Some("multipart/form-data") => {
-            let engine = engine.into_inner();
-            let headers = req.headers().clone();
-            let body = super::gated_body(&req, payload);
-            let status = detached(multipart::create(headers, body, engine, client(&req))).await?;
-            Ok(respond::created_json(&ctx, &status))
+            let created = async {
+                admitted?;
+                let engine = engine.into_inner();
+                let headers = req.headers().clone();
+                let body = super::gated_body(&req, payload);
+                detached(multipart::create(headers, body, engine, client(&req))).await
+            }
+            .await;
+            // The upload page's form, posted with JavaScript off: the browser shows a page.
+            if form_answer::wants_html(req.headers()) {
+                return Ok(form_answer::answer(&ctx, created));
+            }
+            Ok(respond::created_json(&ctx, &created?))
         }
-        _ => Err(ApiError::UnsupportedMediaType(
-            "create an upload with application/json or multipart/form-data".into(),
-        )),
+        _ => {
+            admitted?;
+            Err(ApiError::UnsupportedMediaType(
+                "create an upload with application/json or multipart/form-data".into(),
+            ))
+        }
     }
 }
 

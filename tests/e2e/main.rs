@@ -10,6 +10,7 @@ mod crash;
 mod create;
 mod create_rate;
 mod defaults;
+mod form_answer;
 mod garage;
 mod hooks;
 mod hostile;
