@@ -16,6 +16,8 @@ const ENDPOINT = `${location.origin}/uploads`;
 const FINAL = new Set(['complete', 'failed']);
 const TOKEN_KEY = 'resumable-token';
 const HISTORY_KEY = 'resumable-history';
+// The throughput chart: one bar per second, the last minute.
+const CHART_SECONDS = 60;
 const HISTORY_MAX = 50;
 
 const list = document.getElementById('uploads');
@@ -67,6 +69,8 @@ class Upload {
     this.xhr = null;
     this.running = false;
     this.samples = [];
+    this.rates = []; // bytes sent in each of the last seconds, oldest first
+    this.ticked = 0;
     this.row = template.content.firstElementChild.cloneNode(true);
     this.row.querySelector('.upload-name').textContent = file.name;
     this.row.querySelector('.bar').setAttribute('aria-label', `${file.name}: stored so far`);
@@ -127,6 +131,40 @@ class Upload {
         ? `${formatBytes(speed)}/s · ${formatDuration((this.file.size - sent) / speed)}`
         : '';
     });
+  }
+
+  /// Once a second: what went out in that second joins the chart (a stall shows as a gap).
+  tick() {
+    const sent = Math.max(this.sent, this.confirmed);
+    if (this.state === 'uploading' || this.state === 'retrying' || this.rates.length > 0) {
+      if (!FINAL.has(this.state)) {
+        this.rates.push(Math.max(0, sent - this.ticked));
+        if (this.rates.length > CHART_SECONDS) this.rates.shift();
+      }
+    }
+    this.ticked = sent;
+    this.drawChart();
+  }
+
+  drawChart() {
+    const canvas = this.row.querySelector('.upload-chart');
+    if (this.rates.length === 0 || !canvas.getContext) return;
+    canvas.hidden = false;
+    const context = canvas.getContext('2d');
+    const { width, height } = canvas;
+    context.clearRect(0, 0, width, height);
+    context.fillStyle = getComputedStyle(this.row).getPropertyValue('--accent').trim() || '#2563eb';
+    const most = Math.max(...this.rates, 1);
+    const step = width / CHART_SECONDS;
+    const first = CHART_SECONDS - this.rates.length;
+    this.rates.forEach((rate, i) => {
+      const h = Math.round((rate / most) * (height - 2));
+      context.fillRect((first + i) * step, height - h, Math.max(1, step - 1), h);
+    });
+    canvas.dataset.seconds = String(this.rates.length);
+    canvas.dataset.stalls = String(this.rates.filter((r) => r === 0).length);
+    const peak = formatBytes(most);
+    canvas.setAttribute('aria-label', `Throughput over the last ${this.rates.length} s, at most ${peak}/s`);
   }
 
   speed() {
@@ -578,6 +616,7 @@ drop.addEventListener('drop', (event) => {
   addFiles(event.dataTransfer.files);
 });
 window.addEventListener('online', () => uploads.forEach((u) => u.retryNow()));
+setInterval(() => uploads.forEach((u) => u.tick()), 1000);
 for (const element of document.querySelectorAll('.origin')) element.textContent = location.origin;
 updateHint();
 renderHistory();

@@ -524,3 +524,62 @@ async fn this_browsers_uploads_are_listed_across_a_reload() {
     assert_eq!(after.as_u64(), Some(1), "the removal is kept");
     browser.close().await;
 }
+
+/// Each row draws its throughput over the last minute; a stall (here: a pause) shows as
+/// seconds with nothing sent.
+#[tokio::test]
+async fn a_row_charts_its_throughput_and_a_stall_shows() {
+    let server = TestServer::start();
+    let files = tempfile::tempdir().unwrap();
+    let (path, _) = file_of(&files, "chart.bin", 16 * MIB, 53);
+    let browser = Browser::start().await;
+    browser.open(&server.url("/")).await;
+    browser.throttle_upload(Some(MIB as u64)).await;
+    browser.choose(&[&path]).await;
+    let chart = "const c = document.querySelector('.upload-chart'); \
+                 return [c.hidden, Number(c.dataset.seconds || 0), Number(c.dataset.stalls || 0)]";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = browser.js(chart).await;
+        if now[0] == false && now[1].as_u64() >= Some(2) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no chart: {now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Paused, nothing goes out: the chart shows those seconds as gaps.
+    browser.click("[data-action=pause]").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = browser.js(chart).await;
+        if now[2].as_u64() >= Some(2) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no gap charted: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser.throttle_upload(None).await;
+    browser.click("[data-action=resume]").await;
+    browser
+        .wait_row(Duration::from_secs(60), "complete", |(_, state, _)| {
+            state == "complete"
+        })
+        .await;
+    let after = browser.js(chart).await;
+    assert!(after[1].as_u64() >= Some(4), "{after}");
+    assert!(after[2].as_u64() >= Some(2), "{after}");
+    let label = browser
+        .js("return document.querySelector('.upload-chart').getAttribute('aria-label')")
+        .await;
+    assert!(
+        label
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Throughput over the last"),
+        "{label}"
+    );
+    browser.close().await;
+}
