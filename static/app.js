@@ -16,6 +16,11 @@ const ENDPOINT = `${location.origin}/uploads`;
 const FINAL = new Set(['complete', 'failed']);
 const TOKEN_KEY = 'resumable-token';
 const HISTORY_KEY = 'resumable-history';
+// Files up to this size are hashed in the browser too, and shown "verified" when the
+// server's SHA-256 is the same; larger ones would take a long while in JavaScript.
+const VERIFY_MAX = 2 * 1024 * MIB;
+// The check stops if the upload goes more than 10 % slower with it than without.
+const VERIFY_SLOWDOWN = 0.9;
 // The throughput chart: one bar per second, the last minute.
 const CHART_SECONDS = 60;
 const HISTORY_MAX = 50;
@@ -71,6 +76,9 @@ class Upload {
     this.samples = [];
     this.rates = []; // bytes sent in each of the last seconds, oldest first
     this.ticked = 0;
+    this.chunkRates = []; // bytes per second of each chunk, for the check's cost
+    this.check = file.size <= VERIFY_MAX && typeof Worker !== 'undefined' ? 'waiting' : 'off';
+    this.browserDigest = null;
     this.row = template.content.firstElementChild.cloneNode(true);
     this.row.querySelector('.upload-name').textContent = file.name;
     this.row.querySelector('.bar').setAttribute('aria-label', `${file.name}: stored so far`);
@@ -131,6 +139,50 @@ class Upload {
         ? `${formatBytes(speed)}/s · ${formatDuration((this.file.size - sent) / speed)}`
         : '';
     });
+  }
+
+  /// The browser's own SHA-256 of the file, in a worker: started after two chunks went out
+  /// without it (their speed is the yardstick; a small file starts at once), stopped if the
+  /// next two go more than 10 % slower.
+  weighCheck(rate) {
+    this.chunkRates.push(rate);
+    const n = this.chunkRates.length;
+    const mean = (rates) => rates.reduce((a, b) => a + b, 0) / rates.length;
+    if (this.check === 'waiting' && (n === 2 || this.file.size <= 3 * CHUNK_FIRST)) {
+      this.baseline = mean(this.chunkRates.slice(-2));
+      this.startCheck();
+    } else if (this.check === 'hashing' && n === 4 && this.baseline > 0) {
+      if (mean(this.chunkRates.slice(2, 4)) < VERIFY_SLOWDOWN * this.baseline) {
+        this.worker.terminate();
+        this.check = 'off';
+        this.row.dataset.verified = 'off';
+      }
+    }
+  }
+
+  startCheck() {
+    this.check = 'hashing';
+    this.worker = new Worker('/static/hash-worker.js', { type: 'module' });
+    this.worker.onmessage = (event) => {
+      if (event.data.hex) {
+        this.browserDigest = event.data.hex;
+        this.check = 'done';
+        this.worker.terminate();
+        if (this.serverDigest) this.showVerified();
+      }
+    };
+    this.worker.onerror = () => { this.check = 'off'; };
+    this.worker.postMessage({ file: this.file });
+  }
+
+  showVerified() {
+    const badge = this.row.querySelector('.upload-verified');
+    const same = this.browserDigest === this.serverDigest;
+    this.row.dataset.verified = same ? 'yes' : 'no';
+    badge.textContent = same
+      ? 'Verified: this browser computed the same SHA-256'
+      : 'Not verified: this browser computed another SHA-256';
+    badge.hidden = false;
   }
 
   /// Once a second: what went out in that second joins the chart (a stall shows as a gap).
@@ -291,6 +343,7 @@ class Upload {
       const seconds = (performance.now() - began) / 1000;
       const rate = (end - start) / Math.max(seconds, 0.001);
       this.chunk = Math.min(CHUNK_MAX, Math.max(CHUNK_MIN, Math.round((rate * TARGET_SECONDS) / MIB) * MIB));
+      this.weighCheck(rate);
       this.applyStatus(status, false);
       return;
     }
@@ -338,6 +391,10 @@ class Upload {
   complete(status) {
     this.offset = status.received;
     this.sent = status.received;
+    this.serverDigest = status.sha256;
+    // A small file may finish before its first chunk was weighed.
+    if (this.check === 'waiting') this.startCheck();
+    if (this.check === 'done') this.showVerified();
     localStorage.removeItem(this.key);
     updateHint();
     renderHistory();

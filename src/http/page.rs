@@ -36,6 +36,16 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../../static/view.js"),
     },
     Asset {
+        path: "sha256.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../static/sha256.js"),
+    },
+    Asset {
+        path: "hash-worker.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../static/hash-worker.js"),
+    },
+    Asset {
         path: "favicon.svg",
         content_type: "image/svg+xml",
         body: include_str!("../../static/favicon.svg"),

@@ -583,3 +583,72 @@ async fn a_row_charts_its_throughput_and_a_stall_shows() {
     );
     browser.close().await;
 }
+
+/// The page's own SHA-256 (static/sha256.js, fed piece by piece) gives the standard's digests,
+/// and a file uploaded from the page shows "verified" when the browser's digest is the
+/// server's.
+#[tokio::test]
+async fn the_browser_verifies_the_file_it_sent() {
+    let server = TestServer::start();
+    let files = tempfile::tempdir().unwrap();
+    let (path, bytes) = file_of(&files, "verify.bin", 3 * MIB + 17, 54);
+    let browser = Browser::start().await;
+    browser.open(&server.url("/")).await;
+    browser
+        .js(
+            "import('/static/sha256.js').then(({ Sha256 }) => { \
+               const enc = new TextEncoder(); \
+               const pieces = (text, size) => { const h = new Sha256(); const b = enc.encode(text); \
+                 for (let i = 0; i < b.length; i += size) h.update(b.subarray(i, i + size)); return h.hex(); }; \
+               window.__vectors = [pieces('', 1), pieces('abc', 1), \
+                 pieces('abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq', 7), \
+                 pieces('a'.repeat(1000000), 4099)]; })",
+        )
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let vectors = loop {
+        let got = browser.js("return window.__vectors || null").await;
+        if !got.is_null() {
+            break got;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sha256.js did not load"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        vectors,
+        serde_json::json!([
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
+        ])
+    );
+
+    browser.choose(&[&path]).await;
+    browser
+        .wait_row(Duration::from_secs(60), "complete", |(_, state, _)| {
+            state == "complete"
+        })
+        .await;
+    let verified = "return [document.querySelector('.upload').dataset.verified || '', \
+                    document.querySelector('.upload-verified').textContent]";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = browser.js(verified).await;
+        if now[0] == "yes" {
+            assert!(
+                now[1].as_str().unwrap_or_default().starts_with("Verified"),
+                "{now}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not verified: {now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = browser.rows().await.remove(0).0;
+    assert_eq!(status(&server, &id).await["sha256"], sha_hex(&bytes));
+    browser.close().await;
+}
