@@ -652,3 +652,85 @@ async fn the_browser_verifies_the_file_it_sent() {
     assert_eq!(status(&server, &id).await["sha256"], sha_hex(&bytes));
     browser.close().await;
 }
+
+/// Times left never read "1 min 60 s" or "1 h 60 min": rounded once, then split.
+#[tokio::test]
+async fn times_left_are_rounded_before_they_are_split() {
+    let server = TestServer::start();
+    let browser = Browser::start().await;
+    browser.open(&server.url("/")).await;
+    browser
+        .js(
+            "import('/static/format.js').then(({ formatDuration: f }) => { \
+               window.__times = [f(59.2), f(119.5), f(3599.5), f(7199), f(5400)]; })",
+        )
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let times = loop {
+        let got = browser.js("return window.__times || null").await;
+        if !got.is_null() {
+            break got;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "format.js did not load"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        times,
+        serde_json::json!([
+            "1 min 0 s left",
+            "2 min 0 s left",
+            "1 h 0 min left",
+            "2 h 0 min left",
+            "1 h 30 min left"
+        ])
+    );
+    browser.close().await;
+}
+
+/// Cancel while the upload is still being created (a slow pre-create hook here) leaves no
+/// upload on the server and nothing to resume.
+#[tokio::test]
+async fn cancel_during_the_first_lookup_leaves_no_orphan() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = dir.path().join("slow-hook");
+    std::fs::write(&hook, "#!/bin/sh\ncat >/dev/null\nsleep 2\n").unwrap();
+    let mut permissions = std::fs::metadata(&hook).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&hook, permissions).unwrap();
+    let hook = hook.display().to_string();
+    let server = TestServer::start_with(
+        &["--hooks-command", &hook, "--hooks-events", "pre-create"],
+        &[],
+    );
+    let (path, _) = file_of(&dir, "orphan.bin", MIB, 55);
+    let browser = Browser::start().await;
+    browser.open(&server.url("/")).await;
+    browser.choose(&[&path]).await;
+    browser
+        .wait_row(Duration::from_secs(10), "uploading", |(_, state, _)| {
+            state == "uploading"
+        })
+        .await;
+    browser.click("[data-action=cancel]").await;
+    assert!(browser.rows().await.is_empty());
+    let created = || async { metric(&server, "resumable_uploads_created_total").await };
+    let deleted = || async { metric(&server, "resumable_uploads_deleted_total").await };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !(created().await == 1.0 && deleted().await == 1.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "created {} deleted {}",
+            created().await,
+            deleted().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kept = browser
+        .js("return Object.keys(localStorage).filter(k => k.startsWith('resumable::')).length")
+        .await;
+    assert_eq!(kept.as_u64(), Some(0), "nothing left to resume");
+    browser.close().await;
+}
