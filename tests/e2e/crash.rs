@@ -47,12 +47,14 @@ fn stream_appends(
             return;
         }
         for piece in bytes[offset as usize..offset as usize + len].chunks(64 << 10) {
-            if conn.write_all(piece).is_err() {
-                return;
-            }
+            // Counted before the write: a blocked write may already have delivered part of
+            // the piece, which the server can read and commit before this one is killed.
             progress
                 .sent
                 .fetch_max(offset + piece.len() as u64, Ordering::SeqCst);
+            if conn.write_all(piece).is_err() {
+                return;
+            }
             offset += piece.len() as u64;
             std::thread::sleep(pace);
         }
