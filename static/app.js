@@ -109,6 +109,8 @@ class Upload {
     // A failed row is never a dead end: try again, or take it off the list.
     this.row.querySelector('[data-action=retry]').hidden = state !== 'failed';
     this.row.querySelector('[data-action=remove]').hidden = !FINAL.has(state);
+    // The list of this browser's uploads shows each one's state as the server has it now.
+    if (this.id && (state === 'paused' || FINAL.has(state))) renderHistory();
     this.render();
   }
 

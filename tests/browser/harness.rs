@@ -94,6 +94,37 @@ impl Browser {
         );
     }
 
+    /// Sends one Chrome DevTools Protocol command through chromedriver; returns its result.
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        let session = self.client.session_id().await.unwrap().expect("a session");
+        let response = reqwest::Client::new()
+            .post(format!(
+                "{}/session/{session}/goog/cdp/execute",
+                self.driver_url
+            ))
+            .json(&json!({"cmd": cmd, "params": params}))
+            .send()
+            .await
+            .expect("a DevTools command");
+        let status = response.status();
+        let body: Value = response.json().await.expect("a JSON answer");
+        assert!(status.is_success(), "{cmd}: {body}");
+        body["value"].clone()
+    }
+
+    /// Emulates the person's colour-scheme preference (`prefers-color-scheme`), which stays
+    /// in force across navigations until changed.
+    pub async fn prefers_dark(&self, dark: bool) {
+        let scheme = if dark { "dark" } else { "light" };
+        self.cdp(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": scheme}]}),
+        )
+        .await;
+        let query = format!("return matchMedia('(prefers-color-scheme: {scheme})').matches");
+        assert_eq!(self.js(&query).await, Value::Bool(true), "{scheme} scheme");
+    }
+
     pub async fn open(&self, url: &str) {
         self.client.goto(url).await.expect("open the page");
     }
@@ -185,6 +216,27 @@ impl Browser {
         let path = dir.join(format!("{name}.png"));
         std::fs::write(&path, &png).expect("write screenshot");
         assert!(png.starts_with(b"\x89PNG"), "a PNG image");
+        path
+    }
+
+    /// Like `screenshot`, but of the whole page, below the window's height too (DevTools'
+    /// capture beyond the viewport).
+    pub async fn screenshot_full_page(&self, name: &str) -> std::path::PathBuf {
+        use base64::Engine;
+        let shot = self
+            .cdp(
+                "Page.captureScreenshot",
+                json!({"format": "png", "captureBeyondViewport": true}),
+            )
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().expect("the image"))
+            .expect("base64");
+        assert!(png.starts_with(b"\x89PNG"), "a PNG image");
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, &png).expect("write screenshot");
         path
     }
 

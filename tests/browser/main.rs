@@ -6,6 +6,7 @@ mod garage;
 #[path = "../e2e/support.rs"]
 mod support;
 
+mod a11y;
 mod csp;
 mod harness;
 mod page;
