@@ -734,3 +734,76 @@ async fn cancel_during_the_first_lookup_leaves_no_orphan() {
     assert_eq!(kept.as_u64(), Some(0), "nothing left to resume");
     browser.close().await;
 }
+
+/// With JavaScript off the page is a plain form; sending a file with it answers a small page
+/// that says it is stored, with its SHA-256 and a link to it (not the status JSON).
+#[tokio::test]
+async fn without_javascript_the_form_answers_a_page() {
+    let server = TestServer::start();
+    let files = tempfile::tempdir().unwrap();
+    let (path, bytes) = file_of(&files, "plain <form>.bin", 200 * 1024, 56);
+    let browser = Browser::start().await;
+    browser
+        .cdp(
+            "Emulation.setScriptExecutionDisabled",
+            serde_json::json!({"value": true}),
+        )
+        .await;
+    browser.open(&server.url("/")).await;
+    browser.choose(&[&path]).await;
+    browser
+        .click("noscript button, form button[type=submit]")
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let url = browser.client.current_url().await.unwrap();
+        let source = browser.client.source().await.unwrap_or_default();
+        if url.path() == "/uploads" && source.contains(&sha_hex(&bytes)) {
+            assert!(source.contains("plain &lt;form&gt;.bin"), "{source}");
+            assert!(
+                !source.contains("\"received\""),
+                "not the status JSON: {source}"
+            );
+            assert!(source.contains("/content"), "a link to the file: {source}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer page: {url} {source}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser.close().await;
+}
+
+/// When the server cannot be reached the row says so in plain words (not "network error:
+/// Failed to fetch"), and carries on once it is back.
+#[tokio::test]
+async fn a_server_away_reads_plainly_and_the_upload_carries_on() {
+    let mut server = TestServer::start_on_fixed_port(Store::Local, &[]);
+    let files = tempfile::tempdir().unwrap();
+    let (path, bytes) = file_of(&files, "away.bin", 512 * 1024, 57);
+    let browser = Browser::start().await;
+    browser.open(&server.url("/")).await;
+    server.kill9();
+    browser.choose(&[&path]).await;
+    browser
+        .wait_row(Duration::from_secs(20), "retrying", |(_, state, _)| {
+            state == "retrying"
+        })
+        .await;
+    let text = browser
+        .js("return document.querySelector('.upload-state').textContent")
+        .await;
+    let text = text.as_str().unwrap_or_default().to_owned();
+    assert!(text.contains("cannot be reached"), "{text}");
+    assert!(!text.to_lowercase().contains("fetch"), "{text}");
+    server.restart();
+    let (id, _, _) = browser
+        .wait_row(Duration::from_secs(60), "complete", |(_, state, _)| {
+            state == "complete"
+        })
+        .await;
+    assert_eq!(content(&server, &id).await, bytes);
+    browser.close().await;
+}
