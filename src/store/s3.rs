@@ -5,9 +5,12 @@
 //! Only uploaded parts and written tails are durable, so the sink is durable at part
 //! boundaries mid-body (`durable_every`) and at the body's end (`finish`). The parts so far
 //! and the tail's length travel in the committed state, so any process can carry on. A tail
-//! is named after the number of parts before it (`<id>.tail/<n>`): a tail written past the
-//! last commit never overwrites the one the commit refers to. A tail the parts have since
-//! taken in is removed by the next append, once a committed state no longer names it.
+//! is named after the number of parts before it and its own length (`<id>.tail/<n>-<len>`),
+//! so no write ever changes a tail a committed state may name: not a longer one written past
+//! the last commit, and not a shorter one written by a request that lost its claim to the
+//! upload while another instance committed more (states from before this naming name their
+//! tail `<id>.tail/<n>`, and are still read). A tail a later state no longer names is removed
+//! by the next append, once a committed state says so.
 
 use std::future::Future;
 use std::io;
@@ -54,11 +57,19 @@ struct Multipart {
     part_size: u64,
     /// Bytes after the last part, in the tail object.
     tail: u64,
-    /// The tail after this many parts, which a later part took in. It stays in the store
-    /// until the next append removes it: only a committed state can say that nothing will
-    /// read it again, and a tail per part would keep most of a long upload twice.
+    /// The tail after this many parts (named the old way), which a later part took in. It
+    /// stays in the store until the next append removes it: only a committed state can say
+    /// that nothing will read it again, and a tail per part would keep most of a long upload
+    /// twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     superseded: Option<usize>,
+    /// The tail is named `<parts>-<tail>` (else `<parts>`, as before that naming).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    sized_tails: bool,
+    /// A tail (by its name) that the committed state before this one named and this one does
+    /// not: removed by the next append.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    superseded_tail: Option<String>,
 }
 
 impl Multipart {
@@ -76,6 +87,15 @@ impl Multipart {
     /// The offset where the parts end and the tail begins.
     fn base(&self) -> u64 {
         self.parts.len() as u64 * self.part_size
+    }
+
+    /// The name (under `<id>.tail/`) of the tail this state reads, if it has one.
+    fn tail_name(&self) -> Option<String> {
+        match (self.tail, self.sized_tails) {
+            (0, _) => None,
+            (len, true) => Some(format!("{}-{len}", self.parts.len())),
+            (_, false) => Some(self.parts.len().to_string()),
+        }
     }
 }
 
@@ -190,15 +210,15 @@ impl S3Store {
     }
 
     /// Tails live under a "directory" of their own, so they can be listed by prefix.
-    fn tail_key(&self, id: &str, parts: usize) -> Path {
-        self.key(&format!("{id}.tail/{parts}"))
+    fn tail_key(&self, id: &str, name: &str) -> Path {
+        self.key(&format!("{id}.tail/{name}"))
     }
 
     async fn read_tail(&self, id: &str, state: &Multipart) -> Result<Vec<u8>> {
-        if state.tail == 0 {
+        let Some(name) = state.tail_name() else {
             return Ok(Vec::new());
-        }
-        let key = self.tail_key(id, state.parts.len());
+        };
+        let key = self.tail_key(id, &name);
         let get = self.client.get_range(&key, 0..state.tail);
         let bytes = self
             .metered(StoreOp::GetTail, 0, get)
@@ -225,15 +245,15 @@ impl S3Store {
         Ok(())
     }
 
-    /// Removes the tail after `parts` parts, which `state` (committed: read back from the
-    /// metadata) no longer names. A failure leaves it to `complete` or `remove`, which remove
-    /// every tail: it must not fail an append that can otherwise go on.
-    async fn remove_superseded(&self, id: &str, state: &Multipart, parts: usize) {
-        // Never the tail that the state reads (after all its parts).
-        if parts >= state.parts.len() {
+    /// Removes a tail (by name) which `state` (committed: read back from the metadata) no
+    /// longer names. A failure leaves it to `complete` or `remove`, which remove every tail:
+    /// it must not fail an append that can otherwise go on.
+    async fn remove_superseded(&self, id: &str, state: &Multipart, name: &str) {
+        // Never the tail that the state reads.
+        if state.tail_name().as_deref() == Some(name) {
             return;
         }
-        let key = self.tail_key(id, parts);
+        let key = self.tail_key(id, name);
         if let Err(e) = self.delete(&key).await {
             warn!(upload = id, error = %e, "removing a superseded tail failed; left for the end");
         }
@@ -278,7 +298,13 @@ impl Store for S3Store {
             return Err(StoreError::new("open", self.key(id), e));
         }
         if let Some(parts) = state.superseded.take() {
-            self.remove_superseded(id, &state, parts).await;
+            // The old naming: only ever a tail after fewer parts than the state has.
+            if parts < state.parts.len() {
+                self.remove_superseded(id, &state, &parts.to_string()).await;
+            }
+        }
+        if let Some(name) = state.superseded_tail.take() {
+            self.remove_superseded(id, &state, &name).await;
         }
         let tail = self.read_tail(id, &state).await?;
         Ok(Box::new(PartSink::new(self.clone(), id, state, tail)))
@@ -394,7 +420,7 @@ struct PartSink {
     /// How many bytes after the last part are durable in a tail object.
     durable_tail: u64,
     /// The committed tail this append started from (the number of parts before it), if any.
-    committed_tail: Option<usize>,
+    committed_tail: Option<String>,
 }
 
 impl PartSink {
@@ -406,7 +432,7 @@ impl PartSink {
             handle: tokio::runtime::Handle::current(),
             id: id.to_owned(),
             durable_tail: state.tail,
-            committed_tail: (state.tail > 0).then_some(state.parts.len()),
+            committed_tail: state.tail_name(),
             state,
             buffer: Bytes::new(),
             filling,
@@ -493,12 +519,14 @@ impl Sink for PartSink {
             return Ok(());
         }
         self.buffer = Bytes::from(std::mem::take(&mut self.filling));
-        let key = self.store.tail_key(&self.id, self.state.parts.len());
+        let name = format!("{}-{}", self.state.parts.len(), self.pending());
+        let key = self.store.tail_key(&self.id, &name);
         let tail = PutPayload::from(self.buffer.clone());
         let put = self.store.client.put(&key, tail);
         let put = self.store.metered(StoreOp::PutTail, self.buffer.len(), put);
         self.handle.block_on(put).map_err(failed("write", &key))?;
         self.durable_tail = self.pending();
+        self.state.sized_tails = true;
         Ok(())
     }
 
@@ -508,15 +536,18 @@ impl Sink for PartSink {
     }
 
     fn state(&self) -> Option<Vec<u8>> {
-        // Once parts have taken in the committed tail, committing this state supersedes it.
-        let superseded = self
-            .committed_tail
-            .filter(|&parts| parts < self.state.parts.len());
-        let state = Multipart {
+        let mut state = Multipart {
             tail: self.durable_tail,
-            superseded,
+            superseded: None,
             ..self.state.clone()
         };
+        // Once this state names another tail (parts took the committed one in, or a longer
+        // one was written), committing it supersedes the one the append started from.
+        let named = state.tail_name();
+        state.superseded_tail = self
+            .committed_tail
+            .clone()
+            .filter(|committed| Some(committed) != named.as_ref());
         serde_json::to_vec(&state).ok()
     }
 
@@ -589,5 +620,23 @@ mod tests {
         );
         let written = serde_json::to_string(&state).unwrap();
         assert!(!written.contains("superseded"), "{written}");
+        assert_eq!(
+            state.tail_name().as_deref(),
+            Some("1"),
+            "the old naming is still read"
+        );
+    }
+
+    #[test]
+    fn tails_are_named_by_parts_and_length() {
+        let mut state = Multipart {
+            parts: vec!["e1".into(), "e2".into()],
+            tail: 4096,
+            sized_tails: true,
+            ..Multipart::default()
+        };
+        assert_eq!(state.tail_name().as_deref(), Some("2-4096"));
+        state.tail = 0;
+        assert_eq!(state.tail_name(), None);
     }
 }
