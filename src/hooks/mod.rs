@@ -203,7 +203,7 @@ impl Hooks {
 }
 
 /// A lock whose holder cannot leave it inconsistent (plain inserts and reads).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use super::{deliver, Hooks, QueuedEvent};
+use super::{deliver, lock, Hooks, QueuedEvent};
 use crate::meta::Meta;
 
 /// Deliveries in flight at most.
@@ -128,12 +128,6 @@ async fn deliver_one(hooks: &Hooks, meta: &dyn Meta, event: &QueuedEvent) -> boo
         warn!(upload = %event.upload_id, error = %e, "recording a failed hook delivery failed");
     }
     false
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// 1 s after the first failure, doubling, at most a minute.

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use super::input::validate_name;
 use super::model::{encode_metadata, Status};
 use super::{Engine, Result, State, Upload, UploadError, UploadId};
-use crate::hooks::{EventKind, HookError, NewEvent, Rejection};
+use crate::hooks::{lock, EventKind, HookError, NewEvent, Rejection};
 
 impl Engine {
     /// Saves an append's or a finish's changes with the `post-*` event they imply:
@@ -20,6 +20,8 @@ impl Engine {
             }
             _ => None,
         };
+        // Without hooks, no status is built for an event on every checkpoint.
+        let kind = kind.filter(|_| self.hooks.is_some());
         let events = kind.map(|k| self.post_event(k, &Status::of(upload)));
         let events = events.unwrap_or_default();
         self.meta.save_progress(upload, &events).await?;
@@ -36,10 +38,7 @@ impl Engine {
         if self.hooks.is_none() {
             return;
         }
-        let mut set = self
-            .unannounced
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut set = lock(&self.unannounced);
         match quiet {
             true => set.insert(id),
             false => set.remove(&id),
@@ -47,10 +46,7 @@ impl Engine {
     }
 
     fn is_unannounced(&self, upload: &Upload) -> bool {
-        self.unannounced
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains(&upload.id)
+        lock(&self.unannounced).contains(&upload.id)
     }
 
     /// The `post-*` event of this kind, if hooks want it.

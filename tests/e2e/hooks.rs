@@ -122,21 +122,6 @@ fn has_sequence(receiver: &Receiver, id: &str, expected: &[&str]) -> bool {
     types(&dedup(&post_events_of(&receiver.events(), id))) == expected
 }
 
-/// A sample of GET /metrics by its full series name (labels included), if there.
-async fn metric_opt(server: &TestServer, series: &str) -> Option<f64> {
-    let text = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// `resumable_hook_events_total{type=…,outcome=…}` (0 when the series is not there yet).
 async fn hook_count(server: &TestServer, kind: &str, outcome: &str) -> f64 {
     let series = format!("resumable_hook_events_total{{type=\"{kind}\",outcome=\"{outcome}\"}}");

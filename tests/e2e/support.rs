@@ -464,6 +464,13 @@ pub fn json(text: &str) -> Value {
 
 /// One sample of GET /metrics (the first line that starts with `name `).
 pub async fn metric(server: &TestServer, name: &str) -> f64 {
+    metric_opt(server, name)
+        .await
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+/// The same, or `None` when the series is not there (yet).
+pub async fn metric_opt(server: &TestServer, name: &str) -> Option<f64> {
     let text = client()
         .get(server.url("/metrics"))
         .send()
@@ -475,7 +482,6 @@ pub async fn metric(server: &TestServer, name: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
 }
 
 /// Waits until exactly `count` appends hold their upload's lock: they have begun streaming
