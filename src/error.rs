@@ -15,6 +15,10 @@ pub enum ApiError {
     /// A missing or malformed header, field or query value.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
+    /// A chunk checksum whose digest has the wrong length for its algorithm: it can match no
+    /// chunk, so it is answered as a mismatch (460), before a byte is stored.
+    #[error("{0}")]
+    DigestLength(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("the request body is larger than {0} bytes")]
@@ -49,6 +53,13 @@ pub enum ApiError {
         location: String,
         error: Box<ApiError>,
     },
+    /// An error a protocol answers with another status than the native API (tus: a length
+    /// change is 400, not 409); its code, body and headers stay the same.
+    #[error("{error}")]
+    WithStatus {
+        status: StatusCode,
+        error: Box<ApiError>,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -69,11 +80,20 @@ impl ApiError {
         }
     }
 
+    /// This error, answered with `status` instead of its own.
+    pub fn with_status(self, status: StatusCode) -> ApiError {
+        ApiError::WithStatus {
+            status,
+            error: Box::new(self),
+        }
+    }
+
     /// The stable machine-readable code of API.md.
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Upload(e) => upload_code(e),
             ApiError::BadRequest { code, .. } => code,
+            ApiError::DigestLength(_) => "checksum_mismatch",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::BodyTooLarge(_) => "body_too_large",
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
@@ -88,7 +108,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unhealthy(_) => "unhealthy",
             ApiError::UnsupportedTusVersion(_) => "unsupported_version",
-            ApiError::AfterCreate { error, .. } => error.code(),
+            ApiError::AfterCreate { error, .. } | ApiError::WithStatus { error, .. } => {
+                error.code()
+            }
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -126,7 +148,9 @@ impl ApiError {
     fn received(&self) -> Option<u64> {
         match self {
             ApiError::Upload(e) => e.received(),
-            ApiError::AfterCreate { error, .. } => error.received(),
+            ApiError::AfterCreate { error, .. } | ApiError::WithStatus { error, .. } => {
+                error.received()
+            }
             _ => None,
         }
     }
@@ -151,6 +175,11 @@ fn upload_code(error: &UploadError) -> &'static str {
         UploadError::ShuttingDown { .. } => "shutting_down",
         UploadError::IdleTimeout { .. } => "idle_timeout",
         UploadError::Rejected { .. } => "rejected",
+        UploadError::InvalidConcat(_) => "invalid_concat",
+        UploadError::NotPartial(_) => "not_partial",
+        UploadError::PartTaken => "partial_taken",
+        UploadError::FinalUpload => "final_upload",
+        UploadError::PartialContent => "partial_upload",
         UploadError::Hook(_) => "hook_unavailable",
         UploadError::Storage(e) if e.is_out_of_space() => "insufficient_storage",
         e if e.is_unavailable() => "storage_unavailable",
@@ -167,11 +196,18 @@ fn upload_code(error: &UploadError) -> &'static str {
     }
 }
 
+/// tus' checksum extension: 460 Checksum Mismatch.
+fn checksum_mismatch() -> StatusCode {
+    StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
 fn upload_status(error: &UploadError) -> StatusCode {
     match error {
         UploadError::NotFound => StatusCode::NOT_FOUND,
         UploadError::Gone(_) => StatusCode::GONE,
         UploadError::InvalidName(_)
+        | UploadError::InvalidConcat(_)
+        | UploadError::NotPartial(_)
         | UploadError::LengthBelowReceived { .. }
         | UploadError::ChecksumIncomplete { .. }
         | UploadError::BodyIncomplete => StatusCode::BAD_REQUEST,
@@ -180,11 +216,11 @@ fn upload_status(error: &UploadError) -> StatusCode {
         | UploadError::NotUploading { .. }
         | UploadError::LengthMismatch { .. }
         | UploadError::NotComplete { .. }
+        | UploadError::PartTaken
+        | UploadError::PartialContent
         | UploadError::Superseded { .. } => StatusCode::CONFLICT,
-        // tus' checksum extension: 460 Checksum Mismatch.
-        UploadError::ChecksumMismatch { .. } => {
-            StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST)
-        }
+        UploadError::FinalUpload => StatusCode::FORBIDDEN,
+        UploadError::ChecksumMismatch { .. } => checksum_mismatch(),
         UploadError::Sha256Mismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         UploadError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
         UploadError::IdleTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -214,6 +250,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Upload(e) => upload_status(e),
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::DigestLength(_) => checksum_mismatch(),
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -233,6 +270,7 @@ impl ResponseError for ApiError {
             ApiError::Unhealthy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnsupportedTusVersion(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::AfterCreate { error, .. } => error.status_code(),
+            ApiError::WithStatus { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -243,6 +281,11 @@ impl ResponseError for ApiError {
             if let Ok(value) = header::HeaderValue::from_str(location) {
                 response.headers_mut().insert(header::LOCATION, value);
             }
+            return response;
+        }
+        if let ApiError::WithStatus { status, error } = self {
+            let mut response = error.error_response();
+            *response.status_mut() = *status;
             return response;
         }
         let status = self.status_code();

@@ -365,6 +365,7 @@ fn cors(policy: Arc<http::Policy>) -> actix_cors::Cors {
             "Upload-Metadata",
             "Upload-Expires",
             "Upload-Defer-Length",
+            "Upload-Concat",
             "Upload-Complete",
             "Upload-Limit",
             "Upload-Draft-Interop-Version",

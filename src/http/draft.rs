@@ -39,9 +39,11 @@ pub async fn create(
     let body = super::gated_body(&req, payload);
     // `Upload-Length` if the client knows it; otherwise the size is learnt when the last
     // piece ends normally (never from a `Content-Length` that a cut body may not reach).
-    let creation = Creation::read(&req, |headers| {
-        optional_count(headers, "Upload-Length", "invalid_length")
-    })?;
+    let creation = Creation::read(
+        &req,
+        |headers| optional_count(headers, "Upload-Length", "invalid_length"),
+        false,
+    )?;
     let max_size = engine.settings().max_upload_size;
     let created = creation.run(body, engine, &ctx).await?;
     let mut response = respond::created(created.location, &created.status);

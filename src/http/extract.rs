@@ -151,8 +151,27 @@ fn upload_checksum(text: &str) -> Result<ChunkChecksum, ApiError> {
     let digest = STANDARD
         .decode(encoded.trim())
         .map_err(|_| invalid_checksum("the Upload-Checksum digest is not valid base64"))?;
-    ChunkChecksum::new(algorithm, digest)
-        .ok_or_else(|| invalid_checksum("the Upload-Checksum digest has the wrong length"))
+    checked_digest("Upload-Checksum", name, algorithm, digest)
+}
+
+/// A digest of a known algorithm: one of the wrong length can match no chunk, so it is a
+/// mismatch (460) rather than a malformed header; an empty one is malformed.
+fn checked_digest(
+    header: &str,
+    name: &str,
+    algorithm: Algorithm,
+    digest: Vec<u8>,
+) -> Result<ChunkChecksum, ApiError> {
+    if digest.is_empty() {
+        return Err(invalid_checksum(&format!("the {header} digest is empty")));
+    }
+    let len = digest.len();
+    ChunkChecksum::new(algorithm, digest).ok_or_else(|| {
+        ApiError::DigestLength(format!(
+            "the {header} digest has the wrong length for {name} ({len} bytes): it can match \
+             no chunk, so the chunk was discarded"
+        ))
+    })
 }
 
 /// `Content-Digest: sha-256=:<base64>:` (RFC 9530); other algorithms listed beside it are
@@ -177,9 +196,7 @@ fn content_digest(text: &str) -> Result<ChunkChecksum, ApiError> {
         let digest = STANDARD
             .decode(encoded)
             .map_err(|_| invalid_checksum("the Content-Digest digest is not valid base64"))?;
-        return ChunkChecksum::new(Algorithm::Sha256, digest).ok_or_else(|| {
-            invalid_checksum("the Content-Digest sha-256 digest has the wrong length")
-        });
+        return checked_digest("Content-Digest", "sha-256", Algorithm::Sha256, digest);
     }
     Err(ApiError::bad_request(
         "unsupported_checksum_algorithm",
@@ -204,6 +221,7 @@ pub(super) fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::ResponseError as _;
 
     #[test]
     fn counts_are_strict_decimals() {
@@ -264,8 +282,18 @@ mod tests {
         );
         let garbage = chunk_checksum(&headers(&[("upload-checksum", "sha256 !!!")]));
         assert_eq!(garbage.unwrap_err().code(), "invalid_checksum");
+        // A known algorithm with a digest of the wrong length is a mismatch (460).
         let short = chunk_checksum(&headers(&[("content-digest", "sha-256=:AAAA:")]));
-        assert_eq!(short.unwrap_err().code(), "invalid_checksum");
+        assert_eq!(short.unwrap_err().code(), "checksum_mismatch");
+        let sha1_as_sha256 = format!("sha256 {}", STANDARD.encode([0u8; 20]));
+        let short = chunk_checksum(&headers(&[("upload-checksum", &sha1_as_sha256)]));
+        let short = short.unwrap_err();
+        assert_eq!(
+            (short.code(), short.status_code().as_u16()),
+            ("checksum_mismatch", 460)
+        );
+        let empty = chunk_checksum(&headers(&[("content-digest", "sha-256=::")]));
+        assert_eq!(empty.unwrap_err().code(), "invalid_checksum");
         assert!(chunk_checksum(&headers(&[])).unwrap().is_none());
     }
 }

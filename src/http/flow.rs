@@ -90,10 +90,12 @@ pub struct Created {
 impl Creation {
     /// Reads the creation headers, in one order for both protocols: `Upload-Complete` (the
     /// draft's, honoured for tus as well), `Content-Length`, the size as the protocol
-    /// declares it (`size`), `Upload-Metadata`, `Upload-Concat` (refused), the checksum.
+    /// declares it (`size`), `Upload-Metadata`, the checksum. `partial`: tus' part of a
+    /// concatenation.
     pub fn read(
         req: &HttpRequest,
         size: impl FnOnce(&HeaderMap) -> Result<Option<u64>, ApiError>,
+        partial: bool,
     ) -> Result<Creation, ApiError> {
         let headers = req.headers();
         let complete = upload_complete(headers)? == Some(true);
@@ -106,17 +108,10 @@ impl Creation {
             content_type: described.content_type,
             expected_sha256: None,
             metadata: described.raw,
+            partial,
         };
         let has_body = content_length.is_some_and(|n| n > 0)
             || headers.contains_key(header::TRANSFER_ENCODING);
-        // Checked before creating, so a refused request leaves no upload behind.
-        if headers.contains_key("Upload-Concat") {
-            return Err(ApiError::bad_request(
-                "concatenation_unsupported",
-                "this server does not offer the tus concatenation extension; upload the file as \
-                 one upload (tus-js-client: leave parallelUploads unset)",
-            ));
-        }
         let first = AppendRequest {
             offset: 0,
             length: None,
@@ -135,6 +130,22 @@ impl Creation {
     /// Whether the request carries data beyond the creation (tus creation-with-upload).
     pub fn has_body(&self) -> bool {
         self.has_body
+    }
+
+    /// Creates the upload made of `parts` (tus' final upload, the native API's parts).
+    pub async fn create_final(
+        req: &HttpRequest,
+        parts: Vec<crate::upload::UploadId>,
+        engine: &Engine,
+    ) -> Result<Status, ApiError> {
+        let described = metadata::described(req.headers())?;
+        let new = NewUpload {
+            name: described.name,
+            content_type: described.content_type,
+            metadata: described.raw,
+            ..NewUpload::default()
+        };
+        Ok(engine.create_final(new, parts).await?)
     }
 
     /// Creates the upload, then appends the body. The draft's `Upload-Complete: ?1` finishes

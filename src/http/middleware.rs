@@ -12,12 +12,12 @@ use super::protocol::{protocol_of, Protocol};
 use super::tus::TUS_VERSION;
 use super::{draft, Ctx};
 use crate::error::ApiError;
-use crate::upload::Engine;
+use crate::upload::{Engine, UploadError};
 
 const TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");
 
-/// Method override, protocol version checks, `Tus-Resumable` on every tus answer, and the
-/// draft's `Upload-Limit` on a 413.
+/// Method override, protocol version checks, `Tus-Resumable` on every tus answer, tus' 404
+/// for an id that is not one, and the draft's `Upload-Limit` on a 413.
 pub async fn protocol(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -34,7 +34,16 @@ pub async fn protocol(
         }
         return Ok(response.map_into_right_body());
     }
-    let mut response = next.call(req).await?;
+    let response = next.call(req).await?;
+    let mut response = if protocol == Protocol::Tus && names_an_invalid_id(&response) {
+        // tus knows no malformed id: an id that cannot name an upload names none (404), where
+        // the native API and the draft answer 400 invalid_id.
+        let (req, _) = response.into_parts();
+        ServiceResponse::from_err(ApiError::Upload(UploadError::NotFound), req)
+            .map_into_right_body()
+    } else {
+        response.map_into_left_body()
+    };
     if protocol == Protocol::Draft(8) && response.status() == StatusCode::PAYLOAD_TOO_LARGE {
         // The draft wants the limits on a 413 that they caused.
         let max = response
@@ -52,7 +61,16 @@ pub async fn protocol(
             .headers_mut()
             .insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
     }
-    Ok(response.map_into_left_body())
+    Ok(response)
+}
+
+/// Whether the handler refused the id in the path as malformed (`parse_id`'s `invalid_id`).
+fn names_an_invalid_id<B>(response: &ServiceResponse<B>) -> bool {
+    response
+        .response()
+        .error()
+        .and_then(|error| error.as_error::<ApiError>())
+        .is_some_and(|error| error.code() == "invalid_id")
 }
 
 /// Clients behind proxies that drop PATCH or DELETE send POST with the real method in

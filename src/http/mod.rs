@@ -6,6 +6,7 @@
 
 mod access;
 mod browser;
+mod concat;
 mod conn;
 mod content;
 mod draft;

@@ -8,10 +8,10 @@ use serde_json::Value;
 
 use super::extract::{client, content_type, detached, is_media_type, parse_id, read_limited};
 use super::respond::{self, status_response};
-use super::{flow, form_answer, multipart, Ctx};
+use super::{concat, flow, form_answer, multipart, tus, Ctx};
 use crate::error::ApiError;
 use crate::upload::input::parse_sha256_hex;
-use crate::upload::{Engine, NewUpload};
+use crate::upload::{Engine, NewUpload, State, UploadId};
 
 /// A JSON creation body is a few hundred bytes; this is generous.
 const JSON_BODY_LIMIT: usize = 64 * 1024;
@@ -29,8 +29,11 @@ pub async fn create(
         Some("application/json") => {
             admitted?;
             let body = read_limited(payload, JSON_BODY_LIMIT).await?;
-            let new = parse_create_json(&body)?;
-            let status = engine.create(new).await?;
+            let (new, parts) = parse_create_json(&body)?;
+            let status = match parts {
+                Some(parts) => engine.create_final(new, parts).await?,
+                None => engine.create(new).await?,
+            };
             Ok(respond::created_json(&ctx, &status))
         }
         Some("multipart/form-data") => {
@@ -57,8 +60,9 @@ pub async fn create(
     }
 }
 
-/// Validates the JSON creation body field by field, each with its own error code.
-fn parse_create_json(body: &[u8]) -> Result<NewUpload, ApiError> {
+/// Validates the JSON creation body field by field, each with its own error code. With
+/// `parts`, the upload is assembled from those (their ids are returned beside it).
+fn parse_create_json(body: &[u8]) -> Result<(NewUpload, Option<Vec<UploadId>>), ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
     })?;
@@ -75,7 +79,15 @@ fn parse_create_json(body: &[u8]) -> Result<NewUpload, ApiError> {
         }
         None => return Err(ApiError::bad_request("invalid_name", "name is required")),
     };
+    let parts = parts_of(object)?;
     let size = match object.get("size") {
+        Some(_) if parts.is_some() => {
+            return Err(ApiError::bad_request(
+                "invalid_concat",
+                "an upload made of parts has their total size: send no size",
+            ))
+        }
+        None if parts.is_some() => 0,
         Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
             ApiError::bad_request("invalid_size", "size must be a non-negative integer")
         })?,
@@ -109,13 +121,50 @@ fn parse_create_json(body: &[u8]) -> Result<NewUpload, ApiError> {
             ))
         }
     };
-    Ok(NewUpload {
+    let partial = match object.get("partial") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) if parts.is_none() => true,
+        Some(Value::Bool(true)) => {
+            return Err(ApiError::bad_request(
+                "invalid_concat",
+                "an upload is either a part or made of parts, not both",
+            ))
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_concat",
+                "partial must be true or false",
+            ))
+        }
+    };
+    let new = NewUpload {
         name,
-        size: Some(size),
+        size: parts.is_none().then_some(size),
         content_type,
         expected_sha256,
         metadata: None,
-    })
+        partial,
+    };
+    Ok((new, parts))
+}
+
+/// `parts`: the ids of the uploads this one is made of, in order.
+fn parts_of(object: &serde_json::Map<String, Value>) -> Result<Option<Vec<UploadId>>, ApiError> {
+    let not_ids = || {
+        ApiError::bad_request(
+            "invalid_concat",
+            "parts must be a list of upload ids, in the order of their bytes",
+        )
+    };
+    match object.get("parts") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().ok_or_else(not_ids).and_then(parse_id))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(not_ids()),
+    }
 }
 
 pub async fn status(
@@ -128,14 +177,25 @@ pub async fn status(
 }
 
 /// `HEAD /uploads/{id}`, natively and in tus: the offset, the length or that it is deferred,
-/// tus metadata.
+/// tus metadata, and tus' `Upload-Expires` while the upload may expire.
 pub async fn head(
     path: web::Path<String>,
     engine: web::Data<Engine>,
+    ctx: web::Data<Ctx>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let status = engine.status(id).await?;
-    Ok(respond::head(&status).finish())
+    let mut response = respond::head(&status);
+    tus::expiration(&mut response, &status);
+    concat::describe(&mut response, &ctx, &status);
+    let mut response = response.finish();
+    if status.parts.is_some() && status.state == State::Uploading {
+        // tus: a final upload has no offset of its own until it is assembled, and its length
+        // is not deferred: it is its parts' total, shown once every part knows its own.
+        response.headers_mut().remove("upload-offset");
+        response.headers_mut().remove("upload-defer-length");
+    }
+    Ok(response)
 }
 
 /// `PATCH /uploads/{id}`: the body, streamed to disk at `Upload-Offset`; the status as JSON.

@@ -2,23 +2,25 @@
 //! and expiration on the native resource, and OPTIONS discovery.
 
 use actix_web::http::header::HeaderMap;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 
+use super::concat::{self, UploadConcat};
 use super::extract::{optional_count, require_content_type};
 use super::flow::{self, Creation};
 use super::{draft, respond, Ctx};
 use crate::error::ApiError;
-use crate::upload::{AppendRequest, Engine, Status};
+use crate::upload::{AppendRequest, Engine, Status, UploadError};
 
 pub const TUS_VERSION: &str = "1.0.0";
-const EXTENSIONS: &str =
-    "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum";
+const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,termination,\
+                          expiration,checksum,concatenation,concatenation-unfinished";
 const CHECKSUM_ALGORITHMS: &str = "sha1,sha256";
 const TUS_CONTENT_TYPE: &str = "application/offset+octet-stream";
 
 /// `OPTIONS /uploads` and `/uploads/{id}`, whatever the protocol: what this server speaks.
 pub async fn options(engine: web::Data<Engine>) -> HttpResponse {
-    let mut response = HttpResponse::NoContent();
+    let mut response = HttpResponse::Ok();
     response
         .insert_header(("Tus-Version", TUS_VERSION))
         .insert_header(("Tus-Extension", EXTENSIONS))
@@ -40,7 +42,17 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     flow::admit_creation(&req, &ctx)?;
     let body = super::gated_body(&req, payload);
-    let creation = Creation::read(&req, declared_size)?;
+    let concat = concat::read(&req, &ctx)?;
+    if let Some(UploadConcat::Final(parts)) = concat {
+        concat::check_final_request(req.headers())?;
+        let status = Creation::create_final(&req, parts, &engine).await?;
+        let location = respond::location(&ctx, &status.id);
+        let mut response = respond::created(location, &status);
+        expiration(&mut response, &status);
+        return Ok(response.finish());
+    }
+    let partial = matches!(concat, Some(UploadConcat::Partial));
+    let creation = Creation::read(&req, declared_size, partial)?;
     if creation.has_body() {
         require_content_type(req.headers(), TUS_CONTENT_TYPE)?;
     }
@@ -81,10 +93,24 @@ pub async fn append(
     payload: web::Payload,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
-    let status = flow::append(&req, &path, payload, engine, tus_append).await?;
+    let status = flow::append(&req, &path, payload, engine, tus_append)
+        .await
+        .map_err(tus_append_error)?;
     let mut response = respond::appended(&status);
     expiration(&mut response, &status);
     Ok(response.finish())
+}
+
+/// An `Upload-Length` that would change the upload's length is 400 in tus (as tusd answers),
+/// where the native API says 409; the code stays `length_mismatch`. (A tus append never
+/// declares itself the last piece, so this is the only length mismatch it can meet.)
+fn tus_append_error(error: ApiError) -> ApiError {
+    match error {
+        ApiError::Upload(UploadError::LengthMismatch { .. }) => {
+            error.with_status(StatusCode::BAD_REQUEST)
+        }
+        error => error,
+    }
 }
 
 fn tus_append(headers: &HeaderMap, _: &mut AppendRequest) -> Result<(), ApiError> {
@@ -92,7 +118,7 @@ fn tus_append(headers: &HeaderMap, _: &mut AppendRequest) -> Result<(), ApiError
 }
 
 /// tus expiration: `Upload-Expires`, while the upload may still expire.
-fn expiration(response: &mut HttpResponseBuilder, status: &Status) {
+pub(super) fn expiration(response: &mut HttpResponseBuilder, status: &Status) {
     if let Some(expires) = respond::expires_http_date(status) {
         response.insert_header(("Upload-Expires", expires));
     }

@@ -12,7 +12,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 
 use super::{Meta, MetaError, Result};
 use crate::hooks::{NewEvent, QueuedEvent};
-use crate::upload::model::{State, Upload, UploadId};
+use crate::upload::model::{Concat, State, Upload, UploadId};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -41,7 +41,8 @@ impl Backend {
 }
 
 const COLUMNS: &str = "id, name, size, received, state, content_type, expected_sha256, sha256, \
-                       hash_state, store_state, metadata, failure, created_at, updated_at, expires_at, removed_at";
+                       hash_state, store_state, metadata, failure, created_at, updated_at, expires_at, removed_at, \
+                       concat, parts, final_id";
 
 impl SqlMeta {
     /// Opens the database `url` names (creating an SQLite file if missing) with at most
@@ -137,10 +138,12 @@ impl Meta for SqlMeta {
     }
 
     async fn insert(&self, upload: &Upload, events: &[NewEvent]) -> Result<()> {
+        let (concat, parts) = concat_columns(&upload.concat);
         let insert = sqlx::query(
             "INSERT INTO uploads (id, name, size, received, state, content_type, expected_sha256, \
-             sha256, hash_state, store_state, metadata, created_at, updated_at, expires_at, failure) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+             sha256, hash_state, store_state, metadata, created_at, updated_at, expires_at, failure, \
+             concat, parts) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(upload.id.to_string())
         .bind(&upload.name)
@@ -156,8 +159,40 @@ impl Meta for SqlMeta {
         .bind(millis(upload.created_at))
         .bind(millis(upload.updated_at))
         .bind(upload.expires_at.map(millis))
-        .bind(&upload.failure);
-        self.change_with_events(insert, events).await?;
+        .bind(&upload.failure)
+        .bind(concat)
+        .bind(parts);
+        let Concat::Final { parts } = &upload.concat else {
+            self.change_with_events(insert, events).await?;
+            return Ok(());
+        };
+        // The final and its claim on every part in one transaction: a part taken by another
+        // final meanwhile leaves nothing behind.
+        let mut tx = self.pool.begin().await?;
+        insert.execute(&mut *tx).await?;
+        let claim = format!(
+            "UPDATE uploads SET final_id = $1, \
+             expires_at = CASE WHEN state = 'complete' THEN NULL ELSE expires_at END \
+             WHERE concat = 'partial' AND final_id IS NULL AND removed_at IS NULL AND id IN ({})",
+            placeholders(2, parts.len())
+        );
+        let claimed = parts
+            .iter()
+            .fold(
+                sqlx::query(&claim).bind(upload.id.to_string()),
+                |query, part| query.bind(part.to_string()),
+            )
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if claimed != parts.len() as u64 {
+            tx.rollback().await?;
+            return Err(MetaError::Stale);
+        }
+        for event in events {
+            enqueue(&mut tx, event).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -490,5 +525,41 @@ fn from_row(row: &AnyRow) -> Result<Upload> {
         updated_at: time(row.try_get("updated_at")?, "updated_at")?,
         expires_at: optional_time(row, "expires_at")?,
         removed_at: optional_time(row, "removed_at")?,
+        concat: concat_from_row(row)?,
+    })
+}
+
+/// The `concat` and `parts` columns of a new upload (a part is claimed later: `final_id`).
+fn concat_columns(concat: &Concat) -> (Option<&'static str>, Option<String>) {
+    match concat {
+        Concat::Whole => (None, None),
+        Concat::Partial { .. } => (Some("partial"), None),
+        Concat::Final { parts } => {
+            let ids: Vec<String> = parts.iter().map(UploadId::to_string).collect();
+            (Some("final"), Some(ids.join(" ")))
+        }
+    }
+}
+
+fn concat_from_row(row: &AnyRow) -> Result<Concat> {
+    let kind: Option<String> = row.try_get("concat")?;
+    let id = |text: &str| text.parse().map_err(|_| MetaError::OutOfRange("parts"));
+    Ok(match kind.as_deref() {
+        None => Concat::Whole,
+        Some("partial") => Concat::Partial {
+            whole: row
+                .try_get::<Option<String>, _>("final_id")?
+                .map(|w| id(&w))
+                .transpose()?,
+        },
+        Some("final") => Concat::Final {
+            parts: row
+                .try_get::<Option<String>, _>("parts")?
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(id)
+                .collect::<Result<_>>()?,
+        },
+        Some(_) => return Err(MetaError::OutOfRange("concat")),
     })
 }

@@ -108,6 +108,14 @@ pub trait Store: Send + Sync + 'static {
     /// completes its multipart upload). `state` is the last one committed.
     async fn complete(&self, id: &str, state: Option<&[u8]>) -> Result<()>;
 
+    /// Writes `parts` (other uploads' keys with their lengths), in order, as the whole of
+    /// upload `id`, durably, without the bytes passing through this process, where the store
+    /// can. `false`: it cannot, and the caller streams them itself.
+    async fn copy_parts(&self, id: &str, parts: &[(String, u64)]) -> Result<bool> {
+        let _ = (id, parts);
+        Ok(false)
+    }
+
     /// Opens the upload's bytes for reading. What is opened stays readable even if the
     /// upload is removed meanwhile.
     async fn open_read(&self, id: &str) -> Result<Box<dyn Source>>;

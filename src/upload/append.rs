@@ -10,6 +10,7 @@ use tracing::warn;
 
 use super::checksum::{self, ChunkChecksum};
 use super::events::{failed, rejected};
+use super::model::Concat;
 use super::pipeline::{Checkpoint, End, Pump, Pumped};
 use super::{AppendRequest, Engine, Result, State, Status, Upload, UploadError, UploadId};
 use crate::cluster::{Guard, Purpose, Stop};
@@ -67,7 +68,13 @@ impl Engine {
         if let Some(rejection) = rejection {
             return Err(rejected(rejection, Some(upload.received)));
         }
-        self.append_verdict(&upload, end, request.complete, &guard)
+        let verdict = self.append_verdict(&upload, end, request.complete, &guard);
+        // A part's final is assembled (or its watchers told) with this lock let go: assembly
+        // removes the parts, this one too.
+        drop(guard);
+        self.part_moved(&upload, upload.state == State::Complete)
+            .await;
+        verdict
     }
 
     /// An append at the end of an upload whose bytes are all in, but which an earlier try
@@ -122,6 +129,9 @@ impl Engine {
     /// The checks of API.md, in its order: state, offset, length, room. Returns the room left.
     fn check_append(&self, upload: &mut Upload, request: &AppendRequest) -> Result<u64> {
         let received = upload.received;
+        if matches!(upload.concat, Concat::Final { .. }) {
+            return Err(UploadError::FinalUpload);
+        }
         if upload.state != State::Uploading {
             return Err(UploadError::NotUploading {
                 state: upload.state.as_str(),
@@ -255,7 +265,10 @@ impl Engine {
             (*upload).clone()
         };
         match self.save(&snapshot).await {
-            Ok(()) => self.cluster.publish(&Status::of(&snapshot)),
+            Ok(()) => {
+                self.cluster.publish(&Status::of(&snapshot));
+                self.part_moved(&snapshot, false).await;
+            }
             // The bytes are durable in the store; the final commit records them.
             Err(e) => warn!(upload = %snapshot.id, error = %e, "checkpoint commit failed"),
         }
@@ -370,7 +383,7 @@ impl Engine {
     /// committed as received, so a crash while the store completes the upload (or a hook
     /// that cannot be asked now) leaves a record that says all the bytes are in, and the
     /// sweep or start-up seals it (see `recover.rs`) instead of resuming a finished upload.
-    async fn seal_durably(
+    pub(super) async fn seal_durably(
         &self,
         upload: &mut Upload,
         hasher: Sha256,
@@ -408,7 +421,9 @@ impl Engine {
             .await?;
         let digest = hex::encode(hasher.finalize());
         let matches = upload.expected_sha256.as_ref().is_none_or(|e| *e == digest);
-        let rejection = match matches {
+        // A part is no file of its own: only its final is asked.
+        let is_part = matches!(upload.concat, Concat::Partial { .. });
+        let rejection = match matches && !is_part {
             true => self.ask_pre_finish(upload, &digest).await?,
             false => None,
         };
@@ -419,7 +434,7 @@ impl Engine {
             (true, None) => {
                 upload.state = State::Complete;
                 upload.hash_state = None;
-                upload.expires_at = None;
+                upload.expires_at = upload.expiry_when_complete(self.expiry_from(now));
             }
         }
         Ok(rejection)

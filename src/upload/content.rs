@@ -30,6 +30,9 @@ impl Engine {
     /// A complete upload's status and bytes, for download.
     pub async fn content(&self, id: UploadId) -> Result<Content> {
         let upload = self.load_live(id, None).await?;
+        if matches!(upload.concat, super::model::Concat::Partial { .. }) {
+            return Err(UploadError::PartialContent);
+        }
         if upload.state != State::Complete {
             return Err(UploadError::NotComplete {
                 received: upload.received,

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use super::append::{restore_hasher, sha256_verdict};
 use super::events::rejected;
 use super::input::{validate_name, without_bidi};
+use super::model::Concat;
 use super::pipeline::End;
 use super::{checksum, Engine, NewUpload, Result, State, Status, Upload, UploadError, UploadId};
 use crate::cluster::{Guard, Purpose};
@@ -32,13 +33,22 @@ impl Streamed {
 
 impl Engine {
     pub async fn create(&self, new: NewUpload) -> Result<Status> {
-        Ok(Status::of(&self.create_upload(new, true).await?))
+        let concat = match new.partial {
+            true => Concat::Partial { whole: None },
+            false => Concat::Whole,
+        };
+        Ok(Status::of(&self.create_upload(new, concat, true).await?))
     }
 
     /// A new upload, after `pre-create` accepted it. With `announce`, `post-create` is queued
     /// with its record; a streamed create announces itself once its bytes are in (until then
     /// it may still be discarded, and nobody knows its id).
-    async fn create_upload(&self, mut new: NewUpload, announce: bool) -> Result<Upload> {
+    pub(super) async fn create_upload(
+        &self,
+        mut new: NewUpload,
+        concat: Concat,
+        announce: bool,
+    ) -> Result<Upload> {
         new.name = without_bidi(&new.name);
         validate_name(&new.name).map_err(UploadError::InvalidName)?;
         self.check_space().await?;
@@ -66,6 +76,7 @@ impl Engine {
             updated_at: now,
             expires_at: Some(self.expiry_from(now)),
             removed_at: None,
+            concat,
         };
         let id = upload.id;
         self.ask_pre_create(&mut upload).await?;
@@ -131,7 +142,7 @@ impl Engine {
     {
         let _slot = self.append_slot(client)?;
         let id = self
-            .create_upload(NewUpload { size: None, ..new }, false)
+            .create_upload(NewUpload { size: None, ..new }, Concat::Whole, false)
             .await?
             .id;
         let guard = self.cluster.lock(id, Purpose::Append).await;
@@ -256,7 +267,7 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         }
-        let ours = self.create_upload(new, true).await?;
+        let ours = self.create_upload(new, Concat::Whole, true).await?;
         if self.meta.map_key(key, ours.id, stale).await? {
             return Ok(Status::of(&ours));
         }

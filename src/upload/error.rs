@@ -60,6 +60,16 @@ pub enum UploadError {
     TooSlow { received: u64 },
     #[error("the database that coordinates the instances cannot be reached; what this request stored is kept")]
     Unavailable { received: u64 },
+    #[error("invalid concatenation: {0}")]
+    InvalidConcat(&'static str),
+    #[error("upload {0} was not created as a part (tus: Upload-Concat: partial)")]
+    NotPartial(String),
+    #[error("a part named is already part of another upload")]
+    PartTaken,
+    #[error("this upload is assembled from its parts; append to them instead")]
+    FinalUpload,
+    #[error("this upload is a part of another upload; download that one")]
+    PartialContent,
     #[error("{message}")]
     Rejected {
         status: u16,

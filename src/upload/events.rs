@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use super::input::validate_name;
-use super::model::{encode_metadata, Status};
+use super::model::{encode_metadata, Concat, Status};
 use super::{Engine, Result, State, Upload, UploadError, UploadId};
 use crate::hooks::{lock, EventKind, HookError, NewEvent, Rejection};
 
@@ -13,7 +13,9 @@ impl Engine {
     /// `post-finish` when the upload just completed (the fenced save succeeds once), else
     /// `post-receive` (throttled) while bytes arrive.
     pub(super) async fn save(&self, upload: &Upload) -> Result<()> {
+        let is_part = matches!(upload.concat, Concat::Partial { .. });
         let kind = match upload.state {
+            State::Complete if is_part => None,
             State::Complete => Some(EventKind::PostFinish),
             State::Uploading if !upload.is_all_in() && !self.is_unannounced(upload) => {
                 Some(EventKind::PostReceive)

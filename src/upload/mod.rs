@@ -11,6 +11,7 @@
 
 mod append;
 pub mod checksum;
+mod concat;
 mod content;
 mod create;
 mod error;
@@ -70,6 +71,8 @@ pub struct NewUpload {
     pub content_type: Option<String>,
     pub expected_sha256: Option<String>,
     pub metadata: Option<String>,
+    /// A part of an upload that a final upload assembles later (tus `Upload-Concat: partial`).
+    pub partial: bool,
 }
 
 /// One append as a front-end parsed it.
@@ -150,7 +153,7 @@ impl Engine {
     }
 
     pub async fn status(&self, id: UploadId) -> Result<Status> {
-        Ok(Status::of(&self.load_live(id, None).await?))
+        self.present(&self.load_live(id, None).await?).await
     }
 
     /// An upload that is neither deleted nor expired. An expired upload the sweep has not

@@ -107,6 +107,12 @@ pub struct Status {
     /// tus `Upload-Metadata` exactly as the client sent it (echoed on HEAD, not in JSON).
     #[serde(skip)]
     pub raw_metadata: Option<String>,
+    /// A part of an upload assembled from parts (tus `Upload-Concat: partial`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+    /// An upload assembled from these parts, in order (tus `Upload-Concat: final`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parts: Option<Vec<String>>,
 }
 
 impl Status {
@@ -137,7 +143,31 @@ impl Status {
                 .unwrap_or_default(),
             failure: upload.failure.clone(),
             raw_metadata: upload.metadata.clone(),
+            partial: matches!(upload.concat, Concat::Partial { .. }),
+            parts: match &upload.concat {
+                Concat::Final { parts } => Some(parts.iter().map(UploadId::to_string).collect()),
+                _ => None,
+            },
         }
+    }
+}
+
+/// Where an upload stands in a concatenation (tus' extension, and the native parts).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Concat {
+    /// A whole upload of its own.
+    #[default]
+    Whole,
+    /// A part, with the upload that names it once one does.
+    Partial { whole: Option<UploadId> },
+    /// Assembled from these parts, in order, once every one is complete.
+    Final { parts: Vec<UploadId> },
+}
+
+impl Concat {
+    /// A part that no upload names yet.
+    pub fn is_loose_part(&self) -> bool {
+        matches!(self, Concat::Partial { whole: None })
     }
 }
 
@@ -168,6 +198,7 @@ pub struct Upload {
     pub expires_at: Option<SystemTime>,
     /// Set on a tombstone: the id answers 410 until it is forgotten.
     pub removed_at: Option<SystemTime>,
+    pub concat: Concat,
 }
 
 impl Upload {
@@ -178,11 +209,17 @@ impl Upload {
         self.state == State::Uploading && self.size == Some(self.received)
     }
 
-    /// An upload whose bytes are all in never expires, whatever its `expires_at` says.
+    /// An upload whose bytes are all in never expires, whatever its `expires_at` says; nor
+    /// does a complete one, unless it is a part no upload names.
     pub fn is_expired(&self, now: SystemTime) -> bool {
-        self.state != State::Complete
+        (self.state != State::Complete || self.concat.is_loose_part())
             && !self.is_all_in()
             && self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// When a complete upload expires: never, unless it is a part no upload names.
+    pub fn expiry_when_complete(&self, expiry: SystemTime) -> Option<SystemTime> {
+        self.concat.is_loose_part().then_some(expiry)
     }
 }
 
@@ -273,6 +310,7 @@ mod tests {
             updated_at: at(1_795_543_200_999),
             expires_at: None,
             removed_at: None,
+            concat: Concat::Whole,
         };
         let json = serde_json::to_value(Status::of(&upload)).unwrap();
         assert_eq!(json["created_at"], "1970-01-01T00:00:00Z");

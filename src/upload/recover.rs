@@ -7,6 +7,7 @@ use tracing::warn;
 use std::time::{Duration, SystemTime};
 
 use super::append::restore_hasher;
+use super::model::Concat;
 use super::{checksum, Engine, Result, State, Status, Upload, UploadError};
 use crate::hooks::Rejection;
 
@@ -21,6 +22,7 @@ impl Engine {
         // Once the store could not be reached, the other seals wait for the sweep: each try
         // would wait out the store client's retries before the service starts.
         let mut store_away = false;
+        let mut finals = Vec::new();
         for id in self.meta.unfinished().await? {
             // Another instance may be appending to it (or repairing it) right now; once locked,
             // read it, as that one may have moved it since the list was read.
@@ -31,6 +33,11 @@ impl Engine {
                 continue;
             };
             if upload.state != State::Uploading || upload.removed_at.is_some() {
+                continue;
+            }
+            if matches!(upload.concat, Concat::Final { .. }) {
+                // Assembled again from its parts below, with this lock let go.
+                finals.push(id);
                 continue;
             }
             let before = (upload.received, upload.hash_state.clone());
@@ -58,6 +65,11 @@ impl Engine {
                 warn!(upload = %upload.id, from = before.0, to = upload.received, "reconciled after a crash");
                 self.meta.rewind(&upload).await?;
                 repaired += 1;
+            }
+        }
+        for id in finals {
+            if let Err(e) = self.assemble(id).await {
+                warn!(upload = %id, error = %e, "assembling a final upload after a restart failed; retried by the sweep");
             }
         }
         Ok(repaired)
@@ -123,7 +135,7 @@ impl Engine {
     }
 
     /// The SHA-256 state after the first `len` stored bytes.
-    async fn hash_prefix(&self, key: &str, len: u64) -> Result<Sha256> {
+    pub(super) async fn hash_prefix(&self, key: &str, len: u64) -> Result<Sha256> {
         let mut bytes = self.store.open_read(key).await?.stream(0, len).await?;
         let mut hasher = Sha256::new();
         while let Some(chunk) = bytes.next().await {

@@ -4,7 +4,8 @@ use std::time::SystemTime;
 
 use tracing::{info, warn};
 
-use super::{Engine, Result, Status, Upload, UploadError, UploadId};
+use super::model::Concat;
+use super::{Engine, Result, State, Status, Upload, UploadError, UploadId};
 use crate::cluster::{Purpose, Stop};
 use crate::hooks::EventKind;
 use crate::metrics::Metrics;
@@ -20,7 +21,10 @@ impl Engine {
             return Err(UploadError::Unavailable { received: 0 });
         }
         let upload = self.load_live(id, Some(&guard)).await?;
-        self.remove(&upload, "deleted").await
+        self.remove(&upload, "deleted").await?;
+        drop(guard);
+        self.remove_related(&upload, "deleted").await;
+        Ok(())
     }
 
     /// The tombstone first, then the bytes: once the record says removed, the bytes are owed,
@@ -28,7 +32,11 @@ impl Engine {
     pub(super) async fn remove(&self, upload: &Upload, reason: &str) -> Result<()> {
         let mut last = Status::of(upload);
         last.removed = Some(reason.to_owned());
-        let events = self.post_event(EventKind::PostTerminate, &last);
+        // Parts removed once their final holds their bytes end quietly.
+        let events = match reason {
+            "concatenated" => Vec::new(),
+            _ => self.post_event(EventKind::PostTerminate, &last),
+        };
         self.meta
             .mark_removed(upload.id, reason, SystemTime::now(), &events)
             .await?;
@@ -99,12 +107,18 @@ impl Engine {
     /// Removes one upload if it is still expired and nobody is appending (or seals it, if its
     /// bytes are all in). True if it did either.
     pub(super) async fn expire_one(&self, id: UploadId) -> Result<bool> {
-        let Some(_guard) = self.cluster.try_lock(id).await else {
+        let Some(guard) = self.cluster.try_lock(id).await else {
             return Ok(false);
         };
         let Some(mut upload) = self.meta.get(id).await? else {
             return Ok(false);
         };
+        let waiting_final = matches!(upload.concat, Concat::Final { .. })
+            && upload.state == State::Uploading
+            && upload.removed_at.is_none();
+        if waiting_final {
+            return self.settle_final(&mut upload).await;
+        }
         if upload.removed_at.is_none() && upload.is_all_in() && self.pre_finish_failing() {
             return Ok(false);
         }
@@ -119,6 +133,8 @@ impl Engine {
         let expired = upload.removed_at.is_none() && upload.is_expired(SystemTime::now());
         if expired {
             self.remove(&upload, "expired").await?;
+            drop(guard);
+            self.remove_related(&upload, "expired").await;
         }
         Ok(expired)
     }

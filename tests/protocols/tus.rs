@@ -44,7 +44,7 @@ async fn options_lists_version_extensions_algorithms_and_max_size() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 204);
+    assert_eq!(response.status(), 200);
     assert_eq!(header(&response, "tus-version"), "1.0.0");
     assert_eq!(header(&response, "tus-resumable"), "1.0.0");
     assert_eq!(header(&response, "tus-max-size"), (1u64 << 30).to_string());
@@ -67,6 +67,246 @@ async fn options_lists_version_extensions_algorithms_and_max_size() {
         algorithms.contains("sha1") && algorithms.contains("sha256"),
         "{algorithms}"
     );
+}
+
+#[tokio::test]
+async fn options_is_200_on_the_collection_and_on_an_upload() {
+    let server = TestServer::start();
+    let created = tus_create(&server, &[("Upload-Length", "10")], vec![]).await;
+    let url = header(&created, "location");
+    for path in ["/uploads", url.as_str()] {
+        for asking in [client(), tus_client()] {
+            let response = asking
+                .request(reqwest::Method::OPTIONS, server.url(path))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "OPTIONS {path}");
+            assert_eq!(header(&response, "tus-version"), "1.0.0");
+            assert_eq!(header(&response, "tus-resumable"), "1.0.0");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_id_that_is_not_one_is_404_in_tus_and_400_natively() {
+    let server = TestServer::start();
+    let created = tus_create(&server, &[("Upload-Length", "10")], vec![]).await;
+    let id = header(&created, "location")
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let unknown = "0b6f1c9e-2f7a-4f0e-9a57-2f3c5f1d7e21";
+    for bad in ["not-an-id", &id.to_uppercase(), &id.replace('-', "")] {
+        let url = server.url(&format!("/uploads/{bad}"));
+        let requests = |c: reqwest::Client| {
+            [
+                ("HEAD", c.head(&url)),
+                ("GET", c.get(&url)),
+                (
+                    "PATCH",
+                    c.patch(&url)
+                        .header("Upload-Offset", "0")
+                        .header("Content-Type", "application/offset+octet-stream")
+                        .body(vec![1u8; 10]),
+                ),
+                ("DELETE", c.delete(&url)),
+                ("GET content", c.get(format!("{url}/content"))),
+            ]
+        };
+        for (what, request) in requests(tus_client()) {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 404, "tus {what} {bad}");
+            assert_eq!(header(&response, "tus-resumable"), "1.0.0");
+            if what != "HEAD" {
+                let answer: serde_json::Value = response.json().await.unwrap();
+                assert_eq!(answer["error"], "not_found", "tus {what} {bad}");
+            }
+        }
+        for (what, request) in requests(client()) {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 400, "native {what} {bad}");
+            if what != "HEAD" {
+                let answer: serde_json::Value = response.json().await.unwrap();
+                assert_eq!(answer["error"], "invalid_id", "native {what} {bad}");
+            }
+        }
+    }
+    // A well-formed id of no upload is 404 either way; the upload itself is untouched.
+    for asking in [client(), tus_client()] {
+        let response = asking
+            .head(server.url(&format!("/uploads/{unknown}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404);
+    }
+    assert_eq!(received(&server, &id).await, 0);
+}
+
+#[tokio::test]
+async fn head_carries_upload_expires_while_the_upload_may_expire() {
+    let server = TestServer::start();
+    let created = tus_create(&server, &[("Upload-Length", "10")], vec![]).await;
+    let url = header(&created, "location");
+    let head = tus_client().head(server.url(&url)).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert!(httpdate_ok(&header(&head, "upload-expires")));
+    // An append moves the expiry on; HEAD tells the same time as the append's answer.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let appended = tus_patch(&server, &url, 0, vec![1; 4]).await;
+    assert_eq!(appended.status(), 204);
+    let expires = header(&appended, "upload-expires");
+    assert_ne!(expires, header(&head, "upload-expires"));
+    let head = tus_client().head(server.url(&url)).send().await.unwrap();
+    assert_eq!(header(&head, "upload-expires"), expires);
+    // Once complete it never expires: no Upload-Expires.
+    assert_eq!(tus_patch(&server, &url, 4, vec![2; 6]).await.status(), 204);
+    let head = tus_client().head(server.url(&url)).send().await.unwrap();
+    assert_eq!(header(&head, "upload-offset"), "10");
+    assert!(head.headers().get("upload-expires").is_none());
+}
+
+#[tokio::test]
+async fn a_digest_of_the_wrong_length_is_460_and_an_unreadable_one_400() {
+    let server = TestServer::start();
+    let bytes = data(1000, 54);
+    let created = tus_create(&server, &[("Upload-Length", "1000")], vec![]).await;
+    let url = header(&created, "location");
+    let id = url.rsplit('/').next().unwrap().to_owned();
+    let send = |name: &'static str, value: String| {
+        tus_client()
+            .patch(server.url(&url))
+            .header("Upload-Offset", "0")
+            .header("Content-Type", "application/offset+octet-stream")
+            .header(name, value)
+            .body(bytes.clone())
+            .send()
+    };
+    // A known algorithm whose digest cannot be one: a mismatch, the chunk discarded.
+    for (name, value) in [
+        ("Upload-Checksum", format!("sha256 {}", b64(&[7u8; 20]))),
+        ("Upload-Checksum", format!("sha1 {}", b64(&[7u8; 32]))),
+        ("Upload-Checksum", format!("sha1 {}", b64(&[7u8; 21]))),
+        ("Content-Digest", format!("sha-256=:{}:", b64(&[7u8; 20]))),
+    ] {
+        let response = send(name, value.clone()).await.unwrap();
+        assert_eq!(response.status(), 460, "{name}: {value}");
+        let answer: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(answer["error"], "checksum_mismatch", "{name}: {value}");
+        assert_eq!(received(&server, &id).await, 0);
+    }
+    // An unknown algorithm, or a digest that is not base64, stays a malformed request.
+    for (name, value, code) in [
+        (
+            "Upload-Checksum",
+            "md5 AAAA".to_owned(),
+            "unsupported_checksum_algorithm",
+        ),
+        (
+            "Upload-Checksum",
+            "sha256 ###".to_owned(),
+            "invalid_checksum",
+        ),
+        (
+            "Content-Digest",
+            "sha-256=:###:".to_owned(),
+            "invalid_checksum",
+        ),
+    ] {
+        let response = send(name, value.clone()).await.unwrap();
+        assert_eq!(response.status(), 400, "{name}: {value}");
+        let answer: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(answer["error"], code, "{name}: {value}");
+    }
+    // The same on a creation with data: refused before anything is created.
+    let refused = tus_client()
+        .post(server.url("/uploads"))
+        .header("Upload-Length", "1000")
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Checksum", format!("sha256 {}", b64(&[7u8; 20])))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 460);
+    assert!(refused.headers().get("location").is_none());
+    let right = format!("sha256 {}", b64(&sha2::Sha256::digest(&bytes)));
+    assert_eq!(send("Upload-Checksum", right).await.unwrap().status(), 204);
+    assert_eq!(content(&server, &id).await, bytes);
+}
+
+#[tokio::test]
+async fn a_tus_patch_that_changes_the_length_is_400_and_a_native_one_409() {
+    let server = TestServer::start();
+    let created = tus_create(&server, &[("Upload-Length", "100")], vec![]).await;
+    let url = header(&created, "location");
+    let id = url.rsplit('/').next().unwrap().to_owned();
+    let changing = |c: reqwest::Client, content_type: &'static str| {
+        c.patch(server.url(&url))
+            .header("Upload-Offset", "0")
+            .header("Upload-Length", "101")
+            .header("Content-Type", content_type)
+            .body(vec![1u8; 10])
+            .send()
+    };
+    let tus = changing(tus_client(), "application/offset+octet-stream")
+        .await
+        .unwrap();
+    assert_eq!(tus.status(), 400);
+    assert_eq!(header(&tus, "tus-resumable"), "1.0.0");
+    assert_eq!(header(&tus, "upload-offset"), "0");
+    let answer: serde_json::Value = tus.json().await.unwrap();
+    assert_eq!(answer["error"], "length_mismatch");
+    let native = changing(client(), "application/octet-stream")
+        .await
+        .unwrap();
+    assert_eq!(native.status(), 409);
+    let answer: serde_json::Value = native.json().await.unwrap();
+    assert_eq!(answer["error"], "length_mismatch");
+    let status = status(&server, &id).await;
+    assert_eq!(
+        (status["size"].clone(), status["received"].clone()),
+        (serde_json::json!(100), serde_json::json!(0))
+    );
+}
+
+#[tokio::test]
+async fn a_client_without_tus_resumable_is_served_by_the_native_api() {
+    let server = TestServer::start();
+    // A tus creation without the header is a native one without a JSON body: 415.
+    for body in [vec![], vec![1u8; 10]] {
+        let mut request = client()
+            .post(server.url("/uploads"))
+            .header("Upload-Length", "10");
+        if !body.is_empty() {
+            request = request.header("Content-Type", "application/offset+octet-stream");
+        }
+        let refused = request.body(body).send().await.unwrap();
+        assert_eq!(refused.status(), 415);
+        assert!(refused.headers().get("location").is_none());
+        assert!(refused.headers().get("tus-resumable").is_none());
+        let answer: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(answer["error"], "unsupported_media_type");
+    }
+    assert!(server.stored_files().is_empty());
+    // A PATCH without it is a native append: 200 and the status as JSON.
+    let created = tus_create(&server, &[("Upload-Length", "10")], vec![]).await;
+    let url = header(&created, "location");
+    let appended = client()
+        .patch(server.url(&url))
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(vec![1u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(appended.status(), 200);
+    assert_eq!(header(&appended, "upload-offset"), "10");
+    assert!(appended.headers().get("tus-resumable").is_none());
+    let answer: serde_json::Value = appended.json().await.unwrap();
+    assert_eq!(answer["state"], "complete");
 }
 
 #[tokio::test]

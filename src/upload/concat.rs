@@ -1,0 +1,435 @@
+//! Uploads assembled from parts (tus' concatenation extension; the native API's parts):
+//! parts are appended in parallel like any upload, and a final upload names them in order.
+//! Once every part is complete the final's bytes are written once, hashed once, and the
+//! parts are removed.
+//!
+//! Until then the final shows what its parts hold: `received` their sum, `size` their sum
+//! once every size is known. It waits for them without expiring on its own, but a part that
+//! goes (deleted, expired) takes the final with it: it could never complete.
+
+use std::collections::HashSet;
+use std::time::SystemTime;
+
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use super::events::rejected;
+use super::{Engine, NewUpload, Result, State, Status, Upload, UploadError, UploadId};
+use crate::cluster::Purpose;
+use crate::hooks::Rejection;
+use crate::meta::MetaError;
+use crate::store::Sink;
+
+pub use super::model::Concat;
+
+/// What the byte path hands the blocking threads at a time while copying parts.
+const COPY_BATCH: usize = 1 << 20;
+
+impl Engine {
+    /// Creates the upload made of `parts`, in order. Parts may still be uploading; it is
+    /// assembled as soon as the last one completes (here, if they all already have).
+    /// Naming the same parts again answers the final that already claimed them: a client
+    /// whose answer was lost may ask twice.
+    pub async fn create_final(&self, new: NewUpload, parts: Vec<UploadId>) -> Result<Status> {
+        let loaded = match self.claimable_parts(&parts).await? {
+            Claimable::Free(loaded) => loaded,
+            Claimable::Claimed(existing) => return self.status(existing).await,
+        };
+        let size = loaded.iter().map(|p| p.size).sum::<Option<u64>>();
+        if size.is_some_and(|size| size > self.size_limit()) {
+            return Err(UploadError::TooLarge {
+                limit: self.size_limit(),
+                received: None,
+            });
+        }
+        let new = NewUpload { size, ..new };
+        let upload = match self.create_upload(new, Concat::Final { parts }, true).await {
+            Err(UploadError::Db(MetaError::Stale)) => return Err(UploadError::PartTaken),
+            other => other?,
+        };
+        info!(upload = %upload.id, parts = loaded.len(), "final upload created");
+        let (status, rejection) = match self.assemble(upload.id).await {
+            Ok(assembled) => assembled,
+            // Created: the sweep assembles it once the store (or the hook) is back.
+            Err(e) => {
+                warn!(upload = %upload.id, error = %e, "assembling a final upload failed; retried by the sweep");
+                (self.status(upload.id).await?, None)
+            }
+        };
+        if let Some(rejection) = rejection {
+            return Err(rejected(rejection, None));
+        }
+        match status.state {
+            State::Failed => Err(sha256_mismatch(&status)),
+            _ => Ok(status),
+        }
+    }
+
+    /// The parts a new final names, each a live part: unknown is 404, removed 410, a whole
+    /// upload 400, one claimed by another final 409 (unless all name this very list).
+    async fn claimable_parts(&self, parts: &[UploadId]) -> Result<Claimable> {
+        if parts.is_empty() {
+            return Err(UploadError::InvalidConcat("name at least one part"));
+        }
+        let mut seen = HashSet::new();
+        if !parts.iter().all(|id| seen.insert(*id)) {
+            return Err(UploadError::InvalidConcat("a part is named twice"));
+        }
+        let mut loaded = Vec::with_capacity(parts.len());
+        let mut gone = false;
+        for id in parts {
+            let part = match self.meta.get(*id).await? {
+                // Gone into a final already: asking for that final again is answered below.
+                Some(part) if part.removed_at.is_some() && claimed(&part) => {
+                    gone = true;
+                    part
+                }
+                _ => self.load_live(*id, None).await?,
+            };
+            if !matches!(part.concat, Concat::Partial { .. }) {
+                return Err(UploadError::NotPartial(id.to_string()));
+            }
+            loaded.push(part);
+        }
+        let claimed = loaded
+            .iter()
+            .any(|p| !matches!(p.concat, Concat::Partial { whole: None }));
+        if !claimed {
+            return Ok(Claimable::Free(loaded));
+        }
+        let whole = match one_claimant(&loaded) {
+            Some(whole) => self.meta.get(whole).await?,
+            None => None,
+        };
+        match whole {
+            Some(whole)
+                if whole.concat
+                    == (Concat::Final {
+                        parts: parts.to_vec(),
+                    }) =>
+            {
+                Ok(Claimable::Claimed(whole.id))
+            }
+            _ if gone => Err(UploadError::Gone(
+                "deleted: a part is part of another upload",
+            )),
+            _ => Err(UploadError::PartTaken),
+        }
+    }
+
+    /// Assembles the final upload `id` if every part is complete; else leaves it waiting.
+    /// Returns its status, and `Some` when a `pre-finish` hook refused it.
+    pub(super) async fn assemble(&self, id: UploadId) -> Result<(Status, Option<Rejection>)> {
+        let guard = self.cluster.lock(id, Purpose::Append).await;
+        if guard.stop_reason().is_some() {
+            return Ok((self.status(id).await?, None));
+        }
+        let mut upload = self.load_live(id, Some(&guard)).await?;
+        let rejection = self.assemble_locked(&mut upload).await?;
+        drop(guard);
+        Ok((self.present(&upload).await?, rejection))
+    }
+
+    /// `assemble`, under the final's lock. A part gone meanwhile removes the final.
+    pub(super) async fn assemble_locked(&self, upload: &mut Upload) -> Result<Option<Rejection>> {
+        let Concat::Final { parts } = upload.concat.clone() else {
+            return Ok(None);
+        };
+        if upload.state != State::Uploading || upload.removed_at.is_some() {
+            return Ok(None);
+        }
+        if upload.is_all_in() {
+            // Written and committed by an earlier try that could not seal it.
+            let rejection = self.seal_all_in(upload).await?;
+            self.remove_parts(&parts).await;
+            return Ok(rejection);
+        }
+        let Some(loaded) = self.parts_if_complete(upload, &parts).await? else {
+            return Ok(None);
+        };
+        let total: u64 = loaded.iter().map(|p| p.received).sum();
+        if total > self.size_limit() {
+            return Err(UploadError::TooLarge {
+                limit: self.size_limit(),
+                received: None,
+            });
+        }
+        let written = self.write_whole(upload, &loaded, total).await;
+        let (hasher, store_state) = match written {
+            Ok(written) => written,
+            Err(e) => {
+                // The parts are intact: the sweep tries again (`settle_final`).
+                self.mark_due(upload).await;
+                return Err(e);
+            }
+        };
+        let now = SystemTime::now();
+        upload.size = Some(total);
+        upload.received = total;
+        upload.store_state = store_state;
+        upload.updated_at = now;
+        let rejection = self.seal_durably(upload, hasher, now).await?;
+        self.save(upload).await?;
+        self.count_finished(upload);
+        self.cluster.publish(&Status::of(upload));
+        info!(upload = %upload.id, size = total, "final upload assembled");
+        self.remove_parts(&parts).await;
+        Ok(rejection)
+    }
+
+    /// The parts, once every one is complete; `None` while some still receive bytes. A part
+    /// gone removes the final (it can never complete) and answers 410.
+    async fn parts_if_complete(
+        &self,
+        upload: &Upload,
+        parts: &[UploadId],
+    ) -> Result<Option<Vec<Upload>>> {
+        let mut loaded = Vec::with_capacity(parts.len());
+        for id in parts {
+            let part = self.meta.get(*id).await?;
+            match part {
+                Some(part) if part.removed_at.is_none() => loaded.push(part),
+                _ => {
+                    self.remove(upload, "deleted").await?;
+                    return Err(UploadError::Gone("deleted: one of its parts is gone"));
+                }
+            }
+        }
+        let complete = loaded.iter().all(|p| p.state == State::Complete);
+        Ok(complete.then_some(loaded))
+    }
+
+    /// Writes the parts' bytes as the final's, hashing them once. A store that can copy
+    /// without the bytes passing through here (a file system's `copy_file_range`) copies,
+    /// and the copy is hashed as it is read back; otherwise each part streams through the
+    /// hasher into the final's sink, part after part.
+    async fn write_whole(
+        &self,
+        upload: &Upload,
+        parts: &[Upload],
+        total: u64,
+    ) -> Result<(Sha256, Option<Vec<u8>>)> {
+        let key = upload.id.to_string();
+        let sources: Vec<(String, u64)> = parts
+            .iter()
+            .map(|p| (p.id.to_string(), p.received))
+            .collect();
+        if self.store.copy_parts(&key, &sources).await? {
+            let hasher = self.hash_prefix(&key, total).await?;
+            return Ok((hasher, None));
+        }
+        let sink = self.store.open_append(&key, 0, Some(total), None).await?;
+        let (mut sink, hasher) = self.stream_parts(sink, &sources).await?;
+        let finished = self
+            .jobs
+            .block(move || sink.finish().map(|()| sink.state()))
+            .await??;
+        Ok((hasher, finished))
+    }
+
+    /// Streams each part into `sink` and the hasher, a batch at a time on a blocking thread.
+    async fn stream_parts(
+        &self,
+        mut sink: Box<dyn Sink>,
+        parts: &[(String, u64)],
+    ) -> Result<(Box<dyn Sink>, Sha256)> {
+        let mut hasher = Sha256::new();
+        for (key, len) in parts {
+            let mut bytes = self.store.open_read(key).await?.stream(0, *len).await?;
+            let mut batch = Vec::new();
+            let mut batched = 0;
+            loop {
+                let next = bytes.next().await;
+                let last = next.is_none();
+                if let Some(chunk) = next {
+                    let chunk = chunk
+                        .map_err(|e| UploadError::Internal(format!("reading part {key}: {e}")))?;
+                    batched += chunk.len();
+                    batch.push(chunk);
+                }
+                if batched >= COPY_BATCH || (last && !batch.is_empty()) {
+                    let work = std::mem::take(&mut batch);
+                    batched = 0;
+                    (sink, hasher) = self
+                        .jobs
+                        .block(move || {
+                            for chunk in &work {
+                                sink.write(chunk)?;
+                                hasher.update(chunk);
+                            }
+                            Ok::<_, crate::store::StoreError>((sink, hasher))
+                        })
+                        .await??;
+                }
+                if last {
+                    break;
+                }
+            }
+        }
+        Ok((sink, hasher))
+    }
+
+    /// After assembly: the parts' bytes live on in the final, so the parts go.
+    async fn remove_parts(&self, parts: &[UploadId]) {
+        for id in parts {
+            let removed = async {
+                let _guard = self.cluster.lock(*id, Purpose::Remove).await;
+                match self.meta.get(*id).await? {
+                    Some(part) if part.removed_at.is_none() => {
+                        self.remove(&part, "concatenated").await
+                    }
+                    _ => Ok(()),
+                }
+            };
+            if let Err(e) = removed.await {
+                warn!(part = %id, error = %e, "removing an assembled part failed; it expires later");
+            }
+        }
+    }
+
+    /// What the sweep does with a final upload that came due: assemble it if its parts are
+    /// all in; else keep it waiting as long as a part may still receive bytes.
+    pub(super) async fn settle_final(&self, upload: &mut Upload) -> Result<bool> {
+        match self.assemble_locked(upload).await {
+            Ok(_) => {}
+            Err(UploadError::Gone(_)) => return Ok(true),
+            Err(e) => {
+                warn!(upload = %upload.id, error = %e, "assembling a final upload failed");
+                return Ok(false);
+            }
+        }
+        if upload.state == State::Uploading && upload.expires_at.is_some() {
+            let now = SystemTime::now();
+            upload.expires_at = Some(self.expiry_from(now));
+            self.save(upload).await?;
+        }
+        Ok(true)
+    }
+
+    /// Called when an upload is removed: its final (if not assembled yet) and, for a final,
+    /// its parts go with it.
+    pub(super) async fn remove_related(&self, upload: &Upload, reason: &str) {
+        let related: Vec<UploadId> = match &upload.concat {
+            Concat::Whole | Concat::Partial { whole: None } => return,
+            Concat::Partial { whole: Some(whole) } => vec![*whole],
+            Concat::Final { parts } => parts.clone(),
+        };
+        for id in related {
+            let removed = async {
+                let guard = self.cluster.lock(id, Purpose::Remove).await;
+                let Some(other) = self.meta.get(id).await? else {
+                    return Ok(());
+                };
+                // An assembled final keeps its own bytes.
+                let keep = other.removed_at.is_some()
+                    || (matches!(other.concat, Concat::Final { .. })
+                        && other.state != State::Uploading);
+                if keep {
+                    return Ok(());
+                }
+                self.remove(&other, reason).await?;
+                drop(guard);
+                if let Concat::Final { parts } = &other.concat {
+                    for part in parts.iter().filter(|p| **p != upload.id) {
+                        let _guard = self.cluster.lock(*part, Purpose::Remove).await;
+                        if let Some(p) = self.meta.get(*part).await? {
+                            if p.removed_at.is_none() {
+                                self.remove(&p, reason).await?;
+                            }
+                        }
+                    }
+                }
+                Ok::<_, UploadError>(())
+            };
+            if let Err(e) = removed.await {
+                warn!(upload = %id, error = %e, "removing an upload tied to a removed one failed");
+            }
+        }
+    }
+
+    /// The status an upload shows: a final not assembled yet shows its parts' progress.
+    pub(super) async fn present(&self, upload: &Upload) -> Result<Status> {
+        let mut status = Status::of(upload);
+        let Concat::Final { parts } = &upload.concat else {
+            return Ok(status);
+        };
+        if upload.state != State::Uploading || upload.is_all_in() {
+            return Ok(status);
+        }
+        let mut received = 0u64;
+        let mut size = Some(0u64);
+        for id in parts {
+            let part = self.meta.get(*id).await?;
+            let (got, of) = part.map_or((0, None), |p| (p.received, p.size));
+            received = received.saturating_add(got);
+            size = size.zip(of).map(|(a, b)| a.saturating_add(b));
+        }
+        status.received = received;
+        status.size = status.size.or(size);
+        Ok(status)
+    }
+
+    /// A part's progress moved: its final's watchers see the new sum. `completed` when the
+    /// part just completed, which may make its final ready to assemble.
+    pub(super) async fn part_moved(&self, part: &Upload, completed: bool) {
+        if !matches!(part.concat, Concat::Partial { .. }) {
+            return;
+        }
+        // Read again: a final may have claimed the part while it was being appended to.
+        let whole = match self.meta.get(part.id).await {
+            Ok(Some(Upload {
+                concat: Concat::Partial { whole: Some(whole) },
+                ..
+            })) => whole,
+            _ => return,
+        };
+        if completed {
+            match self.assemble(whole).await {
+                // Assembled, it was published as it completed; else it waits on other parts.
+                Ok((status, _)) if status.state == State::Uploading => {
+                    self.cluster.publish(&status)
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(upload = %whole, error = %e, "assembling a final upload failed; retried by the sweep")
+                }
+            }
+            return;
+        }
+        if let Ok(Some(final_upload)) = self.meta.get(whole).await {
+            if let Ok(status) = self.present(&final_upload).await {
+                self.cluster.publish(&status);
+            }
+        }
+    }
+}
+
+/// The parts a new final names: free to claim, or all claimed already by one final with
+/// this very list.
+enum Claimable {
+    Free(Vec<Upload>),
+    Claimed(UploadId),
+}
+
+fn claimed(part: &Upload) -> bool {
+    matches!(part.concat, Concat::Partial { whole: Some(_) })
+}
+
+/// The one final that claimed every part in `loaded`, if one did.
+fn one_claimant(loaded: &[Upload]) -> Option<UploadId> {
+    let mut wholes = loaded.iter().map(|p| match p.concat {
+        Concat::Partial { whole } => whole,
+        _ => None,
+    });
+    let first = wholes.next()??;
+    wholes.all(|w| w == Some(first)).then_some(first)
+}
+
+fn sha256_mismatch(status: &Status) -> UploadError {
+    UploadError::Sha256Mismatch {
+        expected: status.expected_sha256.clone().unwrap_or_default(),
+        actual: status.sha256.clone().unwrap_or_default(),
+        status: Box::new(status.clone()),
+    }
+}
