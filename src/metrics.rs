@@ -277,6 +277,7 @@ impl Histogram {
 pub enum StoreOp {
     CreateMultipart,
     PutPart,
+    CopyPart,
     PutTail,
     PutObject,
     CompleteMultipart,
@@ -289,9 +290,10 @@ pub enum StoreOp {
 }
 
 impl StoreOp {
-    const ALL: [StoreOp; 11] = [
+    const ALL: [StoreOp; 12] = [
         StoreOp::CreateMultipart,
         StoreOp::PutPart,
+        StoreOp::CopyPart,
         StoreOp::PutTail,
         StoreOp::PutObject,
         StoreOp::CompleteMultipart,
@@ -307,6 +309,7 @@ impl StoreOp {
         match self {
             StoreOp::CreateMultipart => "create_multipart",
             StoreOp::PutPart => "put_part",
+            StoreOp::CopyPart => "copy_part",
             StoreOp::PutTail => "put_tail",
             StoreOp::PutObject => "put_object",
             StoreOp::CompleteMultipart => "complete_multipart",

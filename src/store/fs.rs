@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::writer::FileWriter;
-use super::{ByteStream, Result, Sink, Source, Space, Store, StoreError};
+use super::{ByteStream, Copied, Result, Sink, Source, Space, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct FsStore {
@@ -145,11 +145,11 @@ impl Store for FsStore {
         .await
     }
 
-    async fn copy_parts(&self, id: &str, parts: &[(String, u64)]) -> Result<bool> {
+    async fn copy_parts(&self, id: &str, parts: &[(String, u64)]) -> Result<Copied> {
         let (id, parts) = (id.to_owned(), parts.to_vec());
         self.blocking(move |store| store.copy_parts_now(&id, &parts))
             .await?;
-        Ok(true)
+        Ok(Copied::Done(None))
     }
 
     /// The file is the finished upload already.

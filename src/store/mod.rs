@@ -5,6 +5,7 @@
 //! knows an upload by its id and its bytes by their offsets.
 
 mod fs;
+mod part_copy;
 mod s3;
 mod writer;
 
@@ -80,6 +81,14 @@ pub struct Space {
     pub total_inodes: u64,
 }
 
+/// What [`Store::copy_parts`] did.
+pub enum Copied {
+    /// The store cannot copy these: the caller streams them.
+    Not,
+    /// Copied, with the state to commit and complete with.
+    Done(Option<Vec<u8>>),
+}
+
 /// Bytes read back from a store.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
@@ -110,10 +119,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes `parts` (other uploads' keys with their lengths), in order, as the whole of
     /// upload `id`, durably, without the bytes passing through this process, where the store
-    /// can. `false`: it cannot, and the caller streams them itself.
-    async fn copy_parts(&self, id: &str, parts: &[(String, u64)]) -> Result<bool> {
+    /// can (then `complete` makes them one whole, given the state returned).
+    async fn copy_parts(&self, id: &str, parts: &[(String, u64)]) -> Result<Copied> {
         let _ = (id, parts);
-        Ok(false)
+        Ok(Copied::Not)
     }
 
     /// Opens the upload's bytes for reading. What is opened stays readable even if the

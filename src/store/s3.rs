@@ -26,7 +26,8 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use super::{ByteStream, Result, Sink, Source, Space, Store, StoreError};
+use super::part_copy::{self, Endpoint};
+use super::{ByteStream, Copied, Result, Sink, Source, Space, Store, StoreError};
 use crate::metrics::{Outcome, StoreMetrics, StoreOp};
 
 /// Where the bytes go and how they are cut.
@@ -45,6 +46,9 @@ pub struct S3Store {
     prefix: String,
     part_size: u64,
     metrics: Arc<StoreMetrics>,
+    /// For the one request object_store does not make: UploadPartCopy.
+    endpoint: Arc<Endpoint>,
+    http: reqwest13::Client,
 }
 
 /// What is committed beside `received`.
@@ -70,6 +74,10 @@ struct Multipart {
     /// not: removed by the next append.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     superseded_tail: Option<String>,
+    /// Each part's length, where they differ (parts copied from other uploads); else every
+    /// part holds `part_size` bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sizes: Vec<u64>,
 }
 
 impl Multipart {
@@ -86,7 +94,10 @@ impl Multipart {
 
     /// The offset where the parts end and the tail begins.
     fn base(&self) -> u64 {
-        self.parts.len() as u64 * self.part_size
+        match self.sizes.is_empty() {
+            true => self.parts.len() as u64 * self.part_size,
+            false => self.sizes.iter().sum(),
+        }
     }
 
     /// The name (under `<id>.tail/`) of the tail this state reads, if it has one.
@@ -173,11 +184,22 @@ impl S3Store {
         let client = builder
             .build()
             .map_err(|e| StoreError::new("configure", &config.bucket, io::Error::other(e)))?;
+        let endpoint = Endpoint {
+            endpoint: config.endpoint.clone(),
+            bucket: config.bucket.clone(),
+            region: config.region.clone(),
+        };
+        let http = reqwest13::Client::builder()
+            .timeout(Duration::from_secs(600))
+            .build()
+            .map_err(|e| StoreError::new("configure", &config.bucket, io::Error::other(e)))?;
         Ok(S3Store {
             client: Arc::new(client),
             prefix: config.prefix.trim_matches('/').to_owned(),
             part_size: config.part_size,
             metrics: Arc::default(),
+            endpoint: Arc::new(endpoint),
+            http,
         })
     }
 
@@ -257,6 +279,97 @@ impl S3Store {
         if let Err(e) = self.delete(&key).await {
             warn!(upload = id, error = %e, "removing a superseded tail failed; left for the end");
         }
+    }
+
+    /// The final's multipart upload made of the parts' objects, copied by the store; `None`
+    /// when S3's rules forbid it (a part short of its minimum before the last, or too many).
+    /// A last part shorter than that is uploaded again (some stores copy no range so short).
+    async fn copy_parts_now(&self, id: &str, parts: &[(String, u64)]) -> Result<Option<Multipart>> {
+        let (last, before) = parts.split_last().map_or((0, &[][..]), |(l, b)| (l.1, b));
+        let copies: usize = parts
+            .iter()
+            .map(|(_, len)| part_copy::ranges(*len).len())
+            .sum();
+        let copyable = last > 0
+            && before.iter().all(|(_, len)| *len >= part_copy::MIN_PART)
+            && copies as u64 <= MAX_PARTS;
+        if !copyable {
+            return Ok(None);
+        }
+        let key = self.key(id);
+        let create = self.client.create_multipart(&key);
+        let upload = self
+            .metered(StoreOp::CreateMultipart, 0, create)
+            .await
+            .map_err(failed("start", &key))?;
+        let mut state = Multipart {
+            upload: Some(upload.clone()),
+            part_size: self.part_size,
+            sized_tails: true,
+            ..Multipart::default()
+        };
+        if let Err(e) = self.copy_each(&key, &upload, parts, &mut state).await {
+            let abort = self.client.abort_multipart(&key, &upload);
+            let _ = self.metered(StoreOp::AbortMultipart, 0, abort).await;
+            return Err(e);
+        }
+        Ok(Some(state))
+    }
+
+    async fn copy_each(
+        &self,
+        key: &Path,
+        upload: &String,
+        parts: &[(String, u64)],
+        state: &mut Multipart,
+    ) -> Result<()> {
+        for (part, len) in parts {
+            let source = self.key(part);
+            if *len < part_copy::MIN_PART {
+                let get = self.client.get_range(&source, 0..*len);
+                let bytes = self
+                    .metered(StoreOp::GetObject, 0, get)
+                    .await
+                    .map_err(failed("read", &source))?;
+                let put =
+                    self.client
+                        .put_part(key, upload, state.parts.len(), PutPayload::from(bytes));
+                let part = self
+                    .metered(StoreOp::PutPart, *len as usize, put)
+                    .await
+                    .map_err(failed("write a part of", key))?;
+                state.parts.push(part.content_id);
+                state.sizes.push(*len);
+                continue;
+            }
+            for range in part_copy::ranges(*len) {
+                let target = (key, upload.as_str(), state.parts.len() + 1);
+                let size = range.end - range.start;
+                let copy = part_copy::copy_part(
+                    &self.client,
+                    &self.http,
+                    &self.endpoint,
+                    target,
+                    (&source, range),
+                );
+                state.parts.push(self.metered_copy(copy).await?);
+                state.sizes.push(size);
+            }
+        }
+        Ok(())
+    }
+
+    async fn metered_copy(&self, copy: impl Future<Output = Result<String>>) -> Result<String> {
+        let started = Instant::now();
+        let result = copy.await;
+        let outcome = match &result {
+            Ok(_) => Outcome::Ok,
+            Err(e) if e.is_unavailable() => Outcome::Unavailable,
+            Err(_) => Outcome::Error,
+        };
+        self.metrics
+            .observe(StoreOp::CopyPart, outcome, started.elapsed(), 0);
+        result
     }
 
     async fn delete(&self, key: &Path) -> Result<()> {
@@ -358,6 +471,18 @@ impl Store for S3Store {
             }
         }
         self.remove_tails(id).await
+    }
+
+    async fn copy_parts(&self, id: &str, parts: &[(String, u64)]) -> Result<Copied> {
+        match self.copy_parts_now(id, parts).await? {
+            Some(state) => {
+                let bytes = serde_json::to_vec(&state).map_err(|e| {
+                    StoreError::new("write", "the store state", io::Error::other(e))
+                })?;
+                Ok(Copied::Done(Some(bytes)))
+            }
+            None => Ok(Copied::Not),
+        }
     }
 
     async fn open_read(&self, id: &str) -> Result<Box<dyn Source>> {

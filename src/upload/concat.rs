@@ -19,7 +19,7 @@ use super::{Engine, NewUpload, Result, State, Status, Upload, UploadError, Uploa
 use crate::cluster::Purpose;
 use crate::hooks::Rejection;
 use crate::meta::MetaError;
-use crate::store::Sink;
+use crate::store::{Copied, Sink};
 
 pub use super::model::Concat;
 
@@ -201,9 +201,9 @@ impl Engine {
     }
 
     /// Writes the parts' bytes as the final's, hashing them once. A store that can copy
-    /// without the bytes passing through here (a file system's `copy_file_range`) copies,
-    /// and the copy is hashed as it is read back; otherwise each part streams through the
-    /// hasher into the final's sink, part after part.
+    /// without the bytes passing through here (a file system's `copy_file_range`, an object
+    /// store's UploadPartCopy) copies, and the parts are read once for the digest; otherwise
+    /// each part streams through the hasher into the final's sink, part after part.
     async fn write_whole(
         &self,
         upload: &Upload,
@@ -215,12 +215,17 @@ impl Engine {
             .iter()
             .map(|p| (p.id.to_string(), p.received))
             .collect();
-        if self.store.copy_parts(&key, &sources).await? {
-            let hasher = self.hash_prefix(&key, total).await?;
-            return Ok((hasher, None));
+        if let Copied::Done(state) = self.store.copy_parts(&key, &sources).await? {
+            let (_, hasher) = self.stream_parts(None, &sources).await?;
+            return Ok((hasher, state));
         }
         let sink = self.store.open_append(&key, 0, Some(total), None).await?;
-        let (mut sink, hasher) = self.stream_parts(sink, &sources).await?;
+        let (sink, hasher) = self.stream_parts(Some(sink), &sources).await?;
+        let Some(mut sink) = sink else {
+            return Err(UploadError::Internal(
+                "the final's sink went missing".into(),
+            ));
+        };
         let finished = self
             .jobs
             .block(move || sink.finish().map(|()| sink.state()))
@@ -228,12 +233,13 @@ impl Engine {
         Ok((hasher, finished))
     }
 
-    /// Streams each part into `sink` and the hasher, a batch at a time on a blocking thread.
+    /// Streams each part through the hasher (and into `sink`, if given), a batch at a time
+    /// on a blocking thread.
     async fn stream_parts(
         &self,
-        mut sink: Box<dyn Sink>,
+        mut sink: Option<Box<dyn Sink>>,
         parts: &[(String, u64)],
-    ) -> Result<(Box<dyn Sink>, Sha256)> {
+    ) -> Result<(Option<Box<dyn Sink>>, Sha256)> {
         let mut hasher = Sha256::new();
         for (key, len) in parts {
             let mut bytes = self.store.open_read(key).await?.stream(0, *len).await?;
@@ -255,7 +261,9 @@ impl Engine {
                         .jobs
                         .block(move || {
                             for chunk in &work {
-                                sink.write(chunk)?;
+                                if let Some(sink) = sink.as_mut() {
+                                    sink.write(chunk)?;
+                                }
                                 hasher.update(chunk);
                             }
                             Ok::<_, crate::store::StoreError>((sink, hasher))
