@@ -114,7 +114,26 @@ fn tus_append_error(error: ApiError) -> ApiError {
 }
 
 fn tus_append(headers: &HeaderMap, _: &mut AppendRequest) -> Result<(), ApiError> {
-    require_content_type(headers, TUS_CONTENT_TYPE)
+    require_content_type(headers, TUS_CONTENT_TYPE)?;
+    refuse_checksum_trailer(headers)
+}
+
+/// tus' checksum-trailer is not offered: actix-http drops a request's trailers unread, so a
+/// checksum sent as one could never be checked. A client that announces one is refused
+/// before a byte is stored, rather than have its chunk stored unverified.
+fn refuse_checksum_trailer(headers: &HeaderMap) -> Result<(), ApiError> {
+    let announced = headers
+        .get_all("Trailer")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|name| name.trim().eq_ignore_ascii_case("upload-checksum"));
+    match announced {
+        true => Err(ApiError::bad_request(
+            "checksum_trailer_unsupported",
+            "this server cannot read trailers: send Upload-Checksum as a header",
+        )),
+        false => Ok(()),
+    }
 }
 
 /// tus expiration: `Upload-Expires`, while the upload may still expire.

@@ -272,6 +272,35 @@ async fn a_tus_patch_that_changes_the_length_is_400_and_a_native_one_409() {
     );
 }
 
+/// checksum-trailer is not offered (actix-http drops trailers): a PATCH that announces its
+/// checksum as a trailer is refused before a byte is stored, never stored unverified.
+#[tokio::test]
+async fn a_checksum_announced_as_a_trailer_is_refused_before_a_byte_is_stored() {
+    let server = TestServer::start();
+    let created = tus_create(&server, &[("Upload-Length", "10")], vec![]).await;
+    let url = header(&created, "location");
+    let id = url.rsplit('/').next().unwrap().to_owned();
+    let answer = tus_client()
+        .patch(server.url(&url))
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Trailer", "Upload-Checksum")
+        .body(vec![7u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["error"], "checksum_trailer_unsupported");
+    assert_eq!(received(&server, &id).await, 0);
+    let options = tus_client()
+        .request(reqwest::Method::OPTIONS, server.url("/uploads"))
+        .send()
+        .await
+        .unwrap();
+    assert!(!header(&options, "tus-extension").contains("checksum-trailer"));
+}
+
 #[tokio::test]
 async fn a_client_without_tus_resumable_is_served_by_the_native_api() {
     let server = TestServer::start();
