@@ -211,7 +211,13 @@ impl Upload {
 
     /// An upload whose bytes are all in never expires, whatever its `expires_at` says; nor
     /// does a complete one, unless it is a part no upload names.
+    ///
+    /// A final waiting for its parts never expires on its own: its parts do, and take it
+    /// with them (the sweep only looks at it again when its date comes).
     pub fn is_expired(&self, now: SystemTime) -> bool {
+        if matches!(self.concat, Concat::Final { .. }) && self.state == State::Uploading {
+            return false;
+        }
         (self.state != State::Complete || self.concat.is_loose_part())
             && !self.is_all_in()
             && self.expires_at.is_some_and(|at| at <= now)

@@ -107,9 +107,10 @@ async fn metrics_count_uploads_bytes_appends_watchers_and_disk() {
 }
 
 /// The S3 requests /metrics names, as `resumable_store_requests_total` labels them.
-const STORE_OPS: [&str; 11] = [
+const STORE_OPS: [&str; 12] = [
     "create_multipart",
     "put_part",
+    "copy_part",
     "put_tail",
     "put_object",
     "complete_multipart",

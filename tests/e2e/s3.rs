@@ -803,3 +803,55 @@ async fn a_2_gib_upload_reads_back_by_range_at_its_start_across_a_part_boundary_
     }
     assert_only_the_object(&garage, &id, size as usize).await;
 }
+
+/// An upload made of parts of 6 MiB, 6 MiB and 1 MiB: the store copies the first two into the
+/// final's multipart upload (two UploadPartCopy requests, none of their bytes sent again), the
+/// last, under S3's 5 MiB minimum for a copy, is sent once more. The finished object is their
+/// concatenation, and the parts are gone from the bucket.
+#[tokio::test]
+async fn an_upload_made_of_parts_is_copied_by_the_store_not_sent_again() {
+    let garage = Garage::start();
+    let server = start_server(&garage);
+    let pieces = [data(6 * MIB, 311), data(6 * MIB + 123, 312), data(MIB, 313)];
+    let mut ids = Vec::new();
+    for piece in &pieces {
+        let body = serde_json::json!({"name": "part", "size": piece.len(), "partial": true});
+        let id = create_json(&server, body).await["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        append(&server, &id, piece, 0, piece.len()).await;
+        ids.push(id);
+    }
+    let written = metric(&server, "resumable_store_bytes_written_total").await;
+    let copies = "resumable_store_requests_total{operation=\"copy_part\",outcome=\"ok\"}";
+    assert_eq!(metric(&server, copies).await, 0.0);
+
+    let whole = create_json(
+        &server,
+        serde_json::json!({"name": "whole.bin", "parts": ids}),
+    )
+    .await;
+    let id = whole["id"].as_str().expect("id").to_owned();
+    let bytes = pieces.concat();
+    assert_complete(&server, &id, &bytes).await;
+    assert_eq!(
+        metric(&server, copies).await,
+        2.0,
+        "the two large parts are copied"
+    );
+    let sent_again = metric(&server, "resumable_store_bytes_written_total").await - written;
+    assert_eq!(
+        sent_again, MIB as f64,
+        "only the last part's bytes are written again"
+    );
+    for part in &ids {
+        let answer = client()
+            .get(server.url(&format!("/uploads/{part}")))
+            .send()
+            .await
+            .expect("status");
+        assert_eq!(answer.status(), 410, "part {part} is removed");
+    }
+    assert_only_the_object(&garage, &id, bytes.len()).await;
+}
