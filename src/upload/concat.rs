@@ -23,6 +23,10 @@ use crate::store::{Copied, Sink};
 
 pub use super::model::Concat;
 
+/// The most parts one upload is made of: each is read for every status shown while the
+/// final waits, and clients split a file in a handful.
+const MAX_PARTS: usize = 1000;
+
 /// What the byte path hands the blocking threads at a time while copying parts.
 const COPY_BATCH: usize = 1 << 20;
 
@@ -71,6 +75,9 @@ impl Engine {
     async fn claimable_parts(&self, parts: &[UploadId]) -> Result<Claimable> {
         if parts.is_empty() {
             return Err(UploadError::InvalidConcat("name at least one part"));
+        }
+        if parts.len() > MAX_PARTS {
+            return Err(UploadError::InvalidConcat("an upload is made of at most 1000 parts"));
         }
         let mut seen = HashSet::new();
         if !parts.iter().all(|id| seen.insert(*id)) {
