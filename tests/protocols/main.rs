@@ -9,6 +9,7 @@ mod support;
 mod draft;
 mod edges;
 mod tus;
+mod tus_concat;
 mod tus_js;
 mod tutorial;
 
