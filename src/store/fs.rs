@@ -145,7 +145,14 @@ impl Store for FsStore {
         .await
     }
 
+    /// Only where `copy_file_range` shares the parts' blocks (btrfs, XFS, bcachefs) does the
+    /// kernel's copy beat streaming: on ext4 it reads and writes every byte through the page
+    /// cache and the closing fsync waits for all of it (1 GiB: 2.6 s, against 1.3 s streamed
+    /// through the hasher with direct writes, measured here).
     async fn copy_parts(&self, id: &str, parts: &[(String, u64)]) -> Result<Copied> {
+        if !shares_blocks(&self.dir) {
+            return Ok(Copied::Not);
+        }
         let (id, parts) = (id.to_owned(), parts.to_vec());
         self.blocking(move |store| store.copy_parts_now(&id, &parts))
             .await?;
@@ -189,6 +196,17 @@ impl Store for FsStore {
         })
         .await
     }
+}
+
+/// Whether the file system under `dir` copies a file range by sharing its blocks.
+fn shares_blocks(dir: &Path) -> bool {
+    const BTRFS: i64 = 0x9123_683e;
+    const XFS: i64 = 0x5846_5342;
+    const BCACHEFS: i64 = 0xca45_1a4e;
+    rustix::fs::statfs(dir).is_ok_and(|fs| {
+        let kind = fs.f_type as i64;
+        kind == BTRFS || kind == XFS || kind == BCACHEFS
+    })
 }
 
 /// Appends `len` bytes of `source` to `out` at `*at`. `copy_file_range` lets the kernel copy
@@ -242,6 +260,25 @@ fn open_write(path: &Path) -> Result<File> {
         .map_err(|e| StoreError::new("open", path.display(), e))
 }
 
+impl OpenFile {
+    async fn stream_in(
+        self: Box<Self>,
+        start: u64,
+        count: u64,
+        reads: usize,
+    ) -> Result<ByteStream> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut file = tokio::fs::File::from_std(self.file);
+        file.seek(io::SeekFrom::Start(start))
+            .await
+            .map_err(|e| StoreError::new("seek", self.path.display(), e))?;
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            file.take(count),
+            reads,
+        )))
+    }
+}
+
 /// A stored file opened for reading; removing the upload does not cut a download short.
 struct OpenFile {
     file: File,
@@ -256,15 +293,14 @@ impl Source for OpenFile {
     }
 
     async fn stream(self: Box<Self>, start: u64, count: u64) -> Result<ByteStream> {
-        use tokio::io::{AsyncReadExt, AsyncSeekExt};
-        let mut file = tokio::fs::File::from_std(self.file);
-        file.seek(io::SeekFrom::Start(start))
-            .await
-            .map_err(|e| StoreError::new("seek", self.path.display(), e))?;
         // 64 KiB reads: a download the client stops reading holds about that, not a quarter MiB.
-        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
-            file.take(count),
-            64 * 1024,
-        )))
+        self.stream_in(start, count, 64 * 1024).await
+    }
+
+    async fn stream_bulk(self: Box<Self>, start: u64, count: u64) -> Result<ByteStream> {
+        match super::bulk_read::stream(&self.file, self.path.clone(), start, count) {
+            Some(bytes) => Ok(bytes),
+            None => self.stream_in(start, count, 1 << 20).await,
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! object store, durable only at part boundaries and at a body's end. A store never sees an HTTP type, a database row or a protocol name: it
 //! knows an upload by its id and its bytes by their offsets.
 
+mod bulk_read;
 mod fs;
 mod part_copy;
 mod s3;
@@ -185,4 +186,10 @@ pub trait Source: Send {
 
     /// `count` bytes from `start` as a stream.
     async fn stream(self: Box<Self>, start: u64, count: u64) -> Result<ByteStream>;
+
+    /// `stream`, for a reader that takes the bytes as fast as they come (not a client's
+    /// download, which may hold what it was handed): larger reads where that is cheaper.
+    async fn stream_bulk(self: Box<Self>, start: u64, count: u64) -> Result<ByteStream> {
+        self.stream(start, count).await
+    }
 }

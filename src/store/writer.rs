@@ -151,6 +151,22 @@ impl Sink for FileWriter {
     }
 }
 
+/// The file opened for direct reads, where the file system allows it.
+#[cfg(target_os = "linux")]
+pub(super) fn open_direct_read(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(super) fn open_direct_read(_path: &Path) -> Option<File> {
+    None
+}
+
 #[cfg(target_os = "linux")]
 fn open_direct(path: &Path) -> Option<File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -167,7 +183,7 @@ fn open_direct(_path: &Path) -> Option<File> {
 }
 
 /// A heap buffer aligned for direct I/O.
-struct AlignedBuf {
+pub(super) struct AlignedBuf {
     ptr: std::ptr::NonNull<u8>,
     len: usize,
     layout: std::alloc::Layout,
@@ -177,6 +193,27 @@ struct AlignedBuf {
 unsafe impl Send for AlignedBuf {}
 
 impl AlignedBuf {
+    /// A zeroed buffer: every byte initialised, so it may be read into.
+    pub(super) fn zeroed(capacity: usize) -> Option<AlignedBuf> {
+        let layout = std::alloc::Layout::from_size_align(capacity, ALIGN).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = std::ptr::NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })?;
+        Some(AlignedBuf {
+            ptr,
+            len: 0,
+            layout,
+        })
+    }
+
+    /// Reads into the whole buffer from `offset`; it then holds what was read.
+    pub(super) fn read_from(&mut self, file: &File, offset: u64) -> std::io::Result<usize> {
+        // SAFETY: `zeroed` initialised every byte, and the buffer is owned exclusively.
+        let all = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) };
+        let n = file.read_at(all, offset)?;
+        self.len = n;
+        Ok(n)
+    }
+
     fn new(capacity: usize) -> Option<AlignedBuf> {
         let layout = std::alloc::Layout::from_size_align(capacity, ALIGN).ok()?;
         // SAFETY: the layout has a non-zero size.
@@ -211,8 +248,8 @@ impl AlignedBuf {
         n
     }
 
-    fn as_slice(&self) -> &[u8] {
-        // SAFETY: the first `len` bytes were initialised by `push`.
+    pub(super) fn as_slice(&self) -> &[u8] {
+        // SAFETY: the first `len` bytes were initialised by `push` or `read_from`.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }

@@ -10,8 +10,6 @@
 use std::collections::HashSet;
 use std::time::SystemTime;
 
-use futures_util::StreamExt;
-use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use super::events::rejected;
@@ -19,16 +17,12 @@ use super::{Engine, NewUpload, Result, State, Status, Upload, UploadError, Uploa
 use crate::cluster::Purpose;
 use crate::hooks::Rejection;
 use crate::meta::MetaError;
-use crate::store::{Copied, Sink};
 
 pub use super::model::Concat;
 
 /// The most parts one upload is made of: each is read for every status shown while the
 /// final waits, and clients split a file in a handful.
 const MAX_PARTS: usize = 1000;
-
-/// What the byte path hands the blocking threads at a time while copying parts.
-const COPY_BATCH: usize = 1 << 20;
 
 impl Engine {
     /// Creates the upload made of `parts`, in order. Parts may still be uploading; it is
@@ -77,7 +71,9 @@ impl Engine {
             return Err(UploadError::InvalidConcat("name at least one part"));
         }
         if parts.len() > MAX_PARTS {
-            return Err(UploadError::InvalidConcat("an upload is made of at most 1000 parts"));
+            return Err(UploadError::InvalidConcat(
+                "an upload is made of at most 1000 parts",
+            ));
         }
         let mut seen = HashSet::new();
         if !parts.iter().all(|id| seen.insert(*id)) {
@@ -205,84 +201,6 @@ impl Engine {
         }
         let complete = loaded.iter().all(|p| p.state == State::Complete);
         Ok(complete.then_some(loaded))
-    }
-
-    /// Writes the parts' bytes as the final's, hashing them once. A store that can copy
-    /// without the bytes passing through here (a file system's `copy_file_range`, an object
-    /// store's UploadPartCopy) copies, and the parts are read once for the digest; otherwise
-    /// each part streams through the hasher into the final's sink, part after part.
-    async fn write_whole(
-        &self,
-        upload: &Upload,
-        parts: &[Upload],
-        total: u64,
-    ) -> Result<(Sha256, Option<Vec<u8>>)> {
-        let key = upload.id.to_string();
-        let sources: Vec<(String, u64)> = parts
-            .iter()
-            .map(|p| (p.id.to_string(), p.received))
-            .collect();
-        if let Copied::Done(state) = self.store.copy_parts(&key, &sources).await? {
-            let (_, hasher) = self.stream_parts(None, &sources).await?;
-            return Ok((hasher, state));
-        }
-        let sink = self.store.open_append(&key, 0, Some(total), None).await?;
-        let (sink, hasher) = self.stream_parts(Some(sink), &sources).await?;
-        let Some(mut sink) = sink else {
-            return Err(UploadError::Internal(
-                "the final's sink went missing".into(),
-            ));
-        };
-        let finished = self
-            .jobs
-            .block(move || sink.finish().map(|()| sink.state()))
-            .await??;
-        Ok((hasher, finished))
-    }
-
-    /// Streams each part through the hasher (and into `sink`, if given), a batch at a time
-    /// on a blocking thread.
-    async fn stream_parts(
-        &self,
-        mut sink: Option<Box<dyn Sink>>,
-        parts: &[(String, u64)],
-    ) -> Result<(Option<Box<dyn Sink>>, Sha256)> {
-        let mut hasher = Sha256::new();
-        for (key, len) in parts {
-            let mut bytes = self.store.open_read(key).await?.stream(0, *len).await?;
-            let mut batch = Vec::new();
-            let mut batched = 0;
-            loop {
-                let next = bytes.next().await;
-                let last = next.is_none();
-                if let Some(chunk) = next {
-                    let chunk = chunk
-                        .map_err(|e| UploadError::Internal(format!("reading part {key}: {e}")))?;
-                    batched += chunk.len();
-                    batch.push(chunk);
-                }
-                if batched >= COPY_BATCH || (last && !batch.is_empty()) {
-                    let work = std::mem::take(&mut batch);
-                    batched = 0;
-                    (sink, hasher) = self
-                        .jobs
-                        .block(move || {
-                            for chunk in &work {
-                                if let Some(sink) = sink.as_mut() {
-                                    sink.write(chunk)?;
-                                }
-                                hasher.update(chunk);
-                            }
-                            Ok::<_, crate::store::StoreError>((sink, hasher))
-                        })
-                        .await??;
-                }
-                if last {
-                    break;
-                }
-            }
-        }
-        Ok((sink, hasher))
     }
 
     /// After assembly: the parts' bytes live on in the final, so the parts go.

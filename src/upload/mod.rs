@@ -10,6 +10,7 @@
 //! - `slots`: how many appends may stream at once. `watch`: live status for watchers.
 
 mod append;
+mod assemble;
 pub mod checksum;
 mod concat;
 mod content;
