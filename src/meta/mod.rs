@@ -101,6 +101,13 @@ pub trait Meta: Send + Sync + 'static {
     /// anyone saw its id.
     async fn purge(&self, id: UploadId) -> Result<()>;
 
+    /// Moves the expiry of these live uploads to `at`.
+    async fn set_expiry(&self, ids: &[UploadId], at: SystemTime) -> Result<()>;
+
+    /// What the parts a final claimed hold: the sum of their `received`, and of their sizes
+    /// once every one is known.
+    async fn parts_sum(&self, whole: UploadId) -> Result<(u64, Option<u64>)>;
+
     /// Live uploads (incomplete or failed) whose expiry time is at or before `now`.
     async fn expired(&self, now: SystemTime, limit: u32) -> Result<Vec<UploadId>>;
 

@@ -171,8 +171,7 @@ impl Meta for SqlMeta {
         let mut tx = self.pool.begin().await?;
         insert.execute(&mut *tx).await?;
         let claim = format!(
-            "UPDATE uploads SET final_id = $1, \
-             expires_at = CASE WHEN state = 'complete' THEN NULL ELSE expires_at END \
+            "UPDATE uploads SET final_id = $1 \
              WHERE concat = 'partial' AND final_id IS NULL AND removed_at IS NULL AND id IN ({})",
             placeholders(2, parts.len())
         );
@@ -307,6 +306,8 @@ impl Meta for SqlMeta {
         let mut tx = self.pool.begin().await?;
         for table in [
             "DELETE FROM hook_events WHERE upload_id = $1",
+            // A final that never was lets its parts go.
+            "UPDATE uploads SET final_id = NULL WHERE final_id = $1",
             "DELETE FROM uploads WHERE id = $1",
         ] {
             sqlx::query(table)
@@ -316,6 +317,44 @@ impl Meta for SqlMeta {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn set_expiry(&self, ids: &[UploadId], at: SystemTime) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE uploads SET expires_at = $1 WHERE removed_at IS NULL AND id IN ({})",
+            placeholders(2, ids.len())
+        );
+        ids.iter()
+            .fold(sqlx::query(&sql).bind(millis(at)), |query, id| {
+                query.bind(id.to_string())
+            })
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn parts_sum(&self, whole: UploadId) -> Result<(u64, Option<u64>)> {
+        let row = sqlx::query(
+            // PostgreSQL sums BIGINTs as NUMERIC: cast back.
+            "SELECT CAST(COALESCE(SUM(received), 0) AS BIGINT), CAST(SUM(size) AS BIGINT), \
+             CAST(COUNT(*) - COUNT(size) AS BIGINT) FROM uploads WHERE final_id = $1",
+        )
+        .bind(whole.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        let received = to_u64(row.try_get(0)?, "received")?;
+        let unknown: i64 = row.try_get(2)?;
+        let size = match unknown {
+            0 => row
+                .try_get::<Option<i64>, _>(1)?
+                .map(|s| to_u64(s, "size"))
+                .transpose()?,
+            _ => None,
+        };
+        Ok((received, size))
     }
 
     async fn expired(&self, now: SystemTime, limit: u32) -> Result<Vec<UploadId>> {

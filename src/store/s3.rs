@@ -311,7 +311,13 @@ impl S3Store {
         if let Err(e) = self.copy_each(&key, &upload, parts, &mut state).await {
             let abort = self.client.abort_multipart(&key, &upload);
             let _ = self.metered(StoreOp::AbortMultipart, 0, abort).await;
-            return Err(e);
+            if e.is_unavailable() {
+                return Err(e);
+            }
+            // A store that refuses the copy itself (it does not offer it, or not for these
+            // objects) still takes the bytes sent: the caller streams them.
+            warn!(upload = id, error = %e, "the store refused to copy the parts; they are sent instead");
+            return Ok(None);
         }
         Ok(Some(state))
     }

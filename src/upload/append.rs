@@ -44,7 +44,11 @@ impl Engine {
         let mut upload = self.load_live(id, Some(&guard)).await?;
         let room = self.check_append(&mut upload, &request)?;
         if room == 0 && upload.is_all_in() {
-            return self.finish_all_in(upload, started).await;
+            let (finished, upload) = self.finish_all_in(upload, started).await;
+            drop(guard);
+            self.part_moved(&upload, upload.state == State::Complete)
+                .await;
+            return finished;
         }
         if room > 0 {
             self.check_space().await?;
@@ -80,13 +84,20 @@ impl Engine {
     /// An append at the end of an upload whose bytes are all in, but which an earlier try
     /// could not seal (the store or a `pre-finish` hook failed): seals it now, without
     /// reopening bytes the store may have made one whole already. Its body cannot add a byte.
-    async fn finish_all_in(&self, mut upload: Upload, started: Instant) -> Result<Status> {
-        let rejection = self.seal_all_in(&mut upload).await?;
+    async fn finish_all_in(
+        &self,
+        mut upload: Upload,
+        started: Instant,
+    ) -> (Result<Status>, Upload) {
+        let rejection = match self.seal_all_in(&mut upload).await {
+            Ok(rejection) => rejection,
+            Err(e) => return (Err(e), upload),
+        };
         self.metrics.observe_append(started.elapsed());
         if let Some(rejection) = rejection {
-            return Err(rejected(rejection, Some(upload.received)));
+            return (Err(rejected(rejection, Some(upload.received))), upload);
         }
-        sha256_verdict(&upload, Status::of(&upload))
+        (sha256_verdict(&upload, Status::of(&upload)), upload)
     }
 
     /// The answer to an append whose bytes are committed: what ended it decides.

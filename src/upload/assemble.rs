@@ -37,34 +37,78 @@ impl Engine {
             .collect();
         if let Copied::Done(state) = self.store.copy_parts(&key, &sources).await? {
             let copied = started.elapsed();
-            let (_, hasher) = self.pass_through(None, &sources).await?;
+            let (_, hashed) = self.pass_through(None, &sources).await;
+            let hasher = self.undo_on_error(&key, state.as_deref(), hashed).await?;
             info!(upload = %upload.id, bytes = total, copy_ms = copied.as_millis(),
                   hash_ms = (started.elapsed() - copied).as_millis(), "parts copied by the store");
             return Ok((hasher, state));
         }
         let sink = self.store.open_append(&key, 0, Some(total), None).await?;
-        let (sink, hasher) = self.pass_through(Some(sink), &sources).await?;
-        let mut sink =
-            sink.ok_or_else(|| UploadError::Internal("the final's sink went missing".into()))?;
-        let state = self
+        let (sink, hashed) = self.pass_through(Some(sink), &sources).await;
+        let Some(mut sink) = sink else {
+            let lost = UploadError::Internal("the final's sink went missing".into());
+            return self.undo_on_error(&key, None, hashed.and(Err(lost))).await;
+        };
+        let hasher = match hashed {
+            Ok(hasher) => hasher,
+            Err(e) => {
+                let state = sink.state();
+                return self.undo_on_error(&key, state.as_deref(), Err(e)).await;
+            }
+        };
+        let finished = self
             .jobs
-            .block(move || sink.finish().map(|()| sink.state()))
-            .await??;
+            .block(move || {
+                let finished = sink.finish();
+                (finished, sink.state())
+            })
+            .await?;
+        let state = match finished {
+            (Ok(()), state) => state,
+            (Err(e), state) => {
+                return self
+                    .undo_on_error(&key, state.as_deref(), Err(e.into()))
+                    .await
+            }
+        };
         info!(upload = %upload.id, bytes = total, ms = started.elapsed().as_millis(), "parts written");
         Ok((hasher, state))
     }
 
-    /// Reads every part once, in order, through the hasher and (if given) into `sink`.
+    /// A failed assembly leaves nothing behind in the store (an object store's multipart
+    /// upload would linger): the next try starts over from the parts.
+    async fn undo_on_error<T>(
+        &self,
+        key: &str,
+        state: Option<&[u8]>,
+        done: Result<T>,
+    ) -> Result<T> {
+        if done.is_err() {
+            if let Err(e) = self.store.remove(key, state).await {
+                tracing::warn!(upload = key, error = %e, "cleaning up after a failed assembly failed");
+            }
+            if let Err(e) = self.store.create(key).await {
+                tracing::warn!(upload = key, error = %e, "making room for the next assembly failed");
+            }
+        }
+        done
+    }
+
+    /// Reads every part once, in order, through the hasher and (if given) into `sink`. The
+    /// sink comes back even when this fails, so what it started can be undone.
     async fn pass_through(
         &self,
         mut sink: Option<Box<dyn Sink>>,
         parts: &[(String, u64)],
-    ) -> Result<(Option<Box<dyn Sink>>, Sha256)> {
+    ) -> (Option<Box<dyn Sink>>, Result<Sha256>) {
         let mut hasher = Sha256::new();
         let mut reader = PartReader::new(self.store.clone(), parts);
         let mut next = reader.next_batch().await;
         while let Some(batch) = next {
-            let batch = Arc::new(batch?);
+            let batch = match batch {
+                Ok(batch) => Arc::new(batch),
+                Err(e) => return (sink, Err(e)),
+            };
             let hashed = {
                 let (batch, mut hasher) = (batch.clone(), std::mem::take(&mut hasher));
                 self.jobs.block(move || {
@@ -74,26 +118,27 @@ impl Engine {
             };
             let written = async {
                 let Some(mut sink) = sink.take() else {
-                    return Ok(None);
+                    return (None, Ok(()));
                 };
                 let batch = batch.clone();
-                let sink = self
-                    .jobs
-                    .block(move || {
-                        for chunk in batch.iter() {
-                            sink.write(chunk)?;
-                        }
-                        Ok::<_, crate::store::StoreError>(sink)
-                    })
-                    .await??;
-                Ok::<_, UploadError>(Some(sink))
+                let job = self.jobs.block(move || {
+                    let wrote = batch.iter().try_for_each(|chunk| sink.write(chunk));
+                    (sink, wrote)
+                });
+                match job.await {
+                    Ok((sink, wrote)) => (Some(sink), wrote.map_err(UploadError::from)),
+                    Err(e) => (None, Err(e)),
+                }
             };
-            let (hashed, written, read) = tokio::join!(hashed, written, reader.next_batch());
-            hasher = hashed?;
-            sink = written?;
+            let (hashed, (back, wrote), read) = tokio::join!(hashed, written, reader.next_batch());
+            sink = back;
+            match (hashed, wrote) {
+                (Ok(h), Ok(())) => hasher = h,
+                (Err(e), _) | (_, Err(e)) => return (sink, Err(e)),
+            }
             next = read;
         }
-        Ok((sink, hasher))
+        (sink, Ok(hasher))
     }
 }
 

@@ -12,13 +12,16 @@ use std::time::SystemTime;
 
 use tracing::{info, warn};
 
-use super::events::rejected;
+use super::events::{failed, rejected};
 use super::{Engine, NewUpload, Result, State, Status, Upload, UploadError, UploadId};
 use crate::cluster::Purpose;
 use crate::hooks::Rejection;
 use crate::meta::MetaError;
 
 pub use super::model::Concat;
+
+/// How long parts stay once their final holds their bytes, at most.
+const PARTS_KEPT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The most parts one upload is made of: each is read for every status shown while the
 /// final waits, and clients split a file in a handful.
@@ -42,8 +45,16 @@ impl Engine {
             });
         }
         let new = NewUpload { size, ..new };
-        let upload = match self.create_upload(new, Concat::Final { parts }, true).await {
-            Err(UploadError::Db(MetaError::Stale)) => return Err(UploadError::PartTaken),
+        let concat = Concat::Final {
+            parts: parts.clone(),
+        };
+        let upload = match self.create_upload(new, concat, true).await {
+            // Another final claimed a part meanwhile: the very same request, sent twice at
+            // once, is answered with the final it made.
+            Err(UploadError::Db(MetaError::Stale)) => match self.claimable_parts(&parts).await? {
+                Claimable::Claimed(existing) => return self.status(existing).await,
+                Claimable::Free(_) => return Err(UploadError::PartTaken),
+            },
             other => other?,
         };
         info!(upload = %upload.id, parts = loaded.len(), "final upload created");
@@ -145,7 +156,7 @@ impl Engine {
         if upload.is_all_in() {
             // Written and committed by an earlier try that could not seal it.
             let rejection = self.seal_all_in(upload).await?;
-            self.remove_parts(&parts).await;
+            self.let_parts_go(&parts).await;
             return Ok(rejection);
         }
         let Some(loaded) = self.parts_if_complete(upload, &parts).await? else {
@@ -153,10 +164,14 @@ impl Engine {
         };
         let total: u64 = loaded.iter().map(|p| p.received).sum();
         if total > self.size_limit() {
-            return Err(UploadError::TooLarge {
-                limit: self.size_limit(),
-                received: None,
-            });
+            // Parts of deferred lengths that add up past the limit: it can never be made.
+            let now = SystemTime::now();
+            failed(upload, "too_large", self.expiry_from(now));
+            upload.updated_at = now;
+            self.save(upload).await?;
+            self.cluster.publish(&Status::of(upload));
+            self.let_parts_go(&parts).await;
+            return Ok(None);
         }
         let written = self.write_whole(upload, &loaded, total).await;
         let (hasher, store_state) = match written {
@@ -177,7 +192,7 @@ impl Engine {
         self.count_finished(upload);
         self.cluster.publish(&Status::of(upload));
         info!(upload = %upload.id, size = total, "final upload assembled");
-        self.remove_parts(&parts).await;
+        self.let_parts_go(&parts).await;
         Ok(rejection)
     }
 
@@ -195,6 +210,7 @@ impl Engine {
                 Some(part) if part.removed_at.is_none() => loaded.push(part),
                 _ => {
                     self.remove(upload, "deleted").await?;
+                    self.remove_related(upload, "deleted").await;
                     return Err(UploadError::Gone("deleted: one of its parts is gone"));
                 }
             }
@@ -203,22 +219,43 @@ impl Engine {
         Ok(complete.then_some(loaded))
     }
 
-    /// After assembly: the parts' bytes live on in the final, so the parts go.
-    async fn remove_parts(&self, parts: &[UploadId]) {
-        for id in parts {
-            let removed = async {
-                let _guard = self.cluster.lock(*id, Purpose::Remove).await;
-                match self.meta.get(*id).await? {
-                    Some(part) if part.removed_at.is_none() => {
-                        self.remove(&part, "concatenated").await
-                    }
-                    _ => Ok(()),
-                }
-            };
-            if let Err(e) = removed.await {
-                warn!(part = %id, error = %e, "removing an assembled part failed; it expires later");
-            }
+    /// Once the final holds their bytes (or is failed), the parts stay a while for a client
+    /// that asks after them again (tus-js-client, retrying a final whose answer it lost,
+    /// looks at its parts first), then the sweep removes them (`expire_part`).
+    async fn let_parts_go(&self, parts: &[UploadId]) {
+        let grace = self.settings.expire_after.min(PARTS_KEPT);
+        let at = SystemTime::now() + grace;
+        if let Err(e) = self.meta.set_expiry(parts, at).await {
+            warn!(error = %e, "dating the parts of a final upload failed; the sweep removes them later");
         }
+    }
+
+    /// The sweep's call on a part whose date came. A part of a final still waiting for other
+    /// parts stays (a complete one) or goes with its final (one abandoned mid-way); a part
+    /// whose final is done, failed or gone goes. True if it removed something.
+    pub(super) async fn expire_part(&self, part: &Upload, whole: UploadId) -> Result<bool> {
+        let waiting = match self.meta.get(whole).await? {
+            Some(f) => f.removed_at.is_none() && f.state == State::Uploading,
+            None => false,
+        };
+        let now = SystemTime::now();
+        if waiting && part.state == State::Complete {
+            self.meta
+                .set_expiry(&[part.id], self.expiry_from(now))
+                .await?;
+            return Ok(false);
+        }
+        let due = part.expires_at.is_some_and(|at| at <= now) && !part.is_all_in();
+        if due || !waiting {
+            let reason = if part.state == State::Complete {
+                "concatenated"
+            } else {
+                "expired"
+            };
+            self.remove(part, reason).await?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// What the sweep does with a final upload that came due: assemble it if its parts are
@@ -284,20 +321,13 @@ impl Engine {
     /// The status an upload shows: a final not assembled yet shows its parts' progress.
     pub(super) async fn present(&self, upload: &Upload) -> Result<Status> {
         let mut status = Status::of(upload);
-        let Concat::Final { parts } = &upload.concat else {
-            return Ok(status);
-        };
-        if upload.state != State::Uploading || upload.is_all_in() {
+        let waiting = matches!(upload.concat, Concat::Final { .. })
+            && upload.state == State::Uploading
+            && !upload.is_all_in();
+        if !waiting {
             return Ok(status);
         }
-        let mut received = 0u64;
-        let mut size = Some(0u64);
-        for id in parts {
-            let part = self.meta.get(*id).await?;
-            let (got, of) = part.map_or((0, None), |p| (p.received, p.size));
-            received = received.saturating_add(got);
-            size = size.zip(of).map(|(a, b)| a.saturating_add(b));
-        }
+        let (received, size) = self.meta.parts_sum(upload.id).await?;
         status.received = received;
         status.size = status.size.or(size);
         Ok(status)
@@ -328,6 +358,10 @@ impl Engine {
                     warn!(upload = %whole, error = %e, "assembling a final upload failed; retried by the sweep")
                 }
             }
+            return;
+        }
+        // Progress of a final nobody watches is read when asked for.
+        if !self.cluster.is_watched(&whole.to_string()) {
             return;
         }
         if let Ok(Some(final_upload)) = self.meta.get(whole).await {

@@ -212,10 +212,16 @@ impl Upload {
     /// An upload whose bytes are all in never expires, whatever its `expires_at` says; nor
     /// does a complete one, unless it is a part no upload names.
     ///
-    /// A final waiting for its parts never expires on its own: its parts do, and take it
-    /// with them (the sweep only looks at it again when its date comes).
+    /// Where a final and its parts are tied, the sweep decides (`expire_part`,
+    /// `settle_final`): a final waiting for its parts goes with them, and a part of a final
+    /// goes once the final is done with it.
     pub fn is_expired(&self, now: SystemTime) -> bool {
-        if matches!(self.concat, Concat::Final { .. }) && self.state == State::Uploading {
+        let tied = match &self.concat {
+            Concat::Final { .. } => self.state == State::Uploading,
+            Concat::Partial { whole } => whole.is_some(),
+            Concat::Whole => false,
+        };
+        if tied {
             return false;
         }
         (self.state != State::Complete || self.concat.is_loose_part())
@@ -223,9 +229,10 @@ impl Upload {
             && self.expires_at.is_some_and(|at| at <= now)
     }
 
-    /// When a complete upload expires: never, unless it is a part no upload names.
+    /// When a complete upload expires: never, unless it is a part (the sweep then decides
+    /// whether it still waits for its final).
     pub fn expiry_when_complete(&self, expiry: SystemTime) -> Option<SystemTime> {
-        self.concat.is_loose_part().then_some(expiry)
+        matches!(self.concat, Concat::Partial { .. }).then_some(expiry)
     }
 }
 

@@ -52,7 +52,13 @@ impl Engine {
                     continue;
                 }
                 match self.seal_all_in(&mut upload).await {
-                    Ok(_) => warn!(upload = %upload.id, "sealed after a crash"),
+                    Ok(_) => {
+                        warn!(upload = %upload.id, "sealed after a crash");
+                        // A part sealed now may be the last its final waited for.
+                        if let Concat::Partial { whole: Some(whole) } = upload.concat {
+                            finals.push(whole);
+                        }
+                    }
                     Err(e) => {
                         store_away = e.is_unavailable() || matches!(e, UploadError::Hook(_));
                         warn!(upload = %upload.id, error = %e, "sealing after a crash failed; retried by the sweep");
@@ -67,6 +73,8 @@ impl Engine {
                 repaired += 1;
             }
         }
+        finals.sort_by_key(|id| id.to_string());
+        finals.dedup();
         for id in finals {
             if let Err(e) = self.assemble(id).await {
                 warn!(upload = %id, error = %e, "assembling a final upload after a restart failed; retried by the sweep");

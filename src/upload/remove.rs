@@ -113,30 +113,39 @@ impl Engine {
         let Some(mut upload) = self.meta.get(id).await? else {
             return Ok(false);
         };
-        let waiting_final = matches!(upload.concat, Concat::Final { .. })
-            && upload.state == State::Uploading
-            && upload.removed_at.is_none();
-        if waiting_final {
-            return self.settle_final(&mut upload).await;
-        }
-        if upload.removed_at.is_none() && upload.is_all_in() && self.pre_finish_failing() {
+        if upload.removed_at.is_some() {
             return Ok(false);
         }
-        if upload.removed_at.is_none() && upload.is_all_in() {
+        if matches!(upload.concat, Concat::Final { .. }) && upload.state == State::Uploading {
+            return self.settle_final(&mut upload).await;
+        }
+        if upload.is_all_in() {
+            if self.pre_finish_failing() {
+                return Ok(false);
+            }
             // Due, but its bytes are all in: sealing it is the only right end (`seal_all_in`).
             if let Err(e) = self.seal_all_in(&mut upload).await {
                 warn!(upload = %upload.id, error = %e, "sealing an upload whose bytes are all in failed");
                 return Ok(false);
             }
+            drop(guard);
+            // Boxed: assembling a final reads it through `load_live`, which may expire.
+            Box::pin(self.part_moved(&upload, upload.state == State::Complete)).await;
             return Ok(true);
         }
-        let expired = upload.removed_at.is_none() && upload.is_expired(SystemTime::now());
-        if expired {
-            self.remove(&upload, "expired").await?;
+        let removed = match upload.concat {
+            Concat::Partial { whole: Some(whole) } => self.expire_part(&upload, whole).await?,
+            _ if upload.is_expired(SystemTime::now()) => {
+                self.remove(&upload, "expired").await?;
+                true
+            }
+            _ => false,
+        };
+        if removed {
             drop(guard);
             self.remove_related(&upload, "expired").await;
         }
-        Ok(expired)
+        Ok(removed)
     }
 
     /// Removes every upload whose expiry has passed; returns how many.

@@ -256,10 +256,17 @@ on_each_store! {
         assert_eq!(header(&head, "upload-length"), whole.len().to_string());
         assert_eq!(header(&head, "upload-offset"), whole.len().to_string());
 
-        // Assembled: the partials are gone.
+        // Assembled: the partials stay a while, complete, for a client that looks at them
+        // again (tus-js-client retrying its final), and the same final answers them.
         for url in [&a_url, &b_url, &c_url] {
-            assert_eq!(tus_head(&server, url).await.status(), 410, "HEAD {url}");
+            let head = tus_head(&server, url).await;
+            assert_eq!(head.status(), 200, "HEAD {url}");
+            assert_eq!(header(&head, "upload-offset"), header(&head, "upload-length"));
+            assert_eq!(header(&head, "upload-concat"), "partial");
         }
+        let again = post_final(&server, &[&a_url, &b_url, &c_url], &[]).await;
+        assert_eq!(again.status(), 201);
+        assert_eq!(header(&again, "location"), final_url);
 
         // A final takes no PATCH, in either protocol.
         let refused = tus_patch(&server, &final_url, whole.len() as u64, vec![1]).await;
@@ -372,7 +379,7 @@ on_each_store! {
         assert_eq!(header(&head, "upload-length"), whole.len().to_string());
         assert_eq!(content(&server, &final_id).await, whole);
         for url in urls {
-            assert_eq!(tus_head(&server, url).await.status(), 410, "HEAD {url}");
+            assert_eq!(tus_head(&server, url).await.status(), 200, "HEAD {url}");
         }
         // The partial that another final could not take is still a loose partial of its own.
         assert_eq!(tus_head(&server, &other).await.status(), 200);
@@ -640,6 +647,29 @@ async fn deleting_a_partial_of_an_unfinished_final_removes_the_final() {
     assert_eq!(content(&server, &id_in(&other_url)).await, b"ccdd");
 }
 
+/// Once assembled, the parts stay a while (at most --expire-after, at most an hour), then the
+/// sweep removes them; the final keeps its bytes.
+#[tokio::test]
+async fn assembled_parts_are_swept_after_a_while_and_the_final_stays() {
+    let server = TestServer::start_with(&["--expire-after", "1s"], &[]);
+    let a = partial(&server, Some(3), b"abc").await;
+    let b = partial(&server, Some(3), b"def").await;
+    let created = post_final(&server, &[&a, &b], &[]).await;
+    assert_eq!(created.status(), 201);
+    let final_url = header(&created, "location");
+    for url in [&a, &b] {
+        eventually(
+            Duration::from_secs(15),
+            "an assembled part to be swept",
+            || async { status_code(&server, &id_in(url)).await == 410 },
+        )
+        .await;
+    }
+    let whole = status(&server, &id_in(&final_url)).await;
+    assert_eq!(whole["state"], "complete", "{whole}");
+    assert_eq!(content(&server, &id_in(&final_url)).await, b"abcdef");
+}
+
 #[tokio::test]
 async fn a_loose_partial_expires_even_when_complete_and_an_expired_partial_takes_its_final() {
     let server = TestServer::start_with(&["--expire-after", "1s"], &[]);
@@ -740,7 +770,8 @@ on_each_store! {
         assert_eq!(status["sha256"], sha_hex(&whole));
         assert_eq!(content(&server, &id).await, whole);
         for part in &ids {
-            assert_eq!(status_code(&server, part).await, 410, "part {part}");
+            let kept = crate::support::status(&server, part).await;
+            assert_eq!(kept["state"], "complete", "part {part}");
         }
         let refused = patch(&server, &id, whole.len() as u64, vec![1]).await;
         assert_eq!(refused.status(), 403);
