@@ -714,6 +714,68 @@ async fn a_draft_upload_goes_through_three_instances() {
     assert!(content(&fleet[1], id).await == bytes);
 }
 
+/// tus concatenation over PostgreSQL and S3: parts created on one instance, the final created
+/// first on another, the parts appended on the other two; the sum of the parts shows on any
+/// instance, and the last part's append, wherever it lands, assembles the final.
+#[tokio::test(flavor = "multi_thread")]
+async fn parts_appended_on_three_instances_make_one_final() {
+    let fleet = Fleet::start(3);
+    let tus = |request: reqwest::RequestBuilder| request.header("Tus-Resumable", "1.0.0");
+    let pieces = [data(6 << 20, 521), data(3 << 20, 522)];
+    let mut urls = Vec::new();
+    for piece in &pieces {
+        let created = tus(client().post(fleet[0].url("/uploads")))
+            .header("Upload-Concat", "partial")
+            .header("Upload-Length", piece.len().to_string())
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(created.status(), 201);
+        urls.push(
+            created.headers()["location"]
+                .to_str()
+                .expect("Location")
+                .to_owned(),
+        );
+    }
+    let created = tus(client().post(fleet[2].url("/uploads")))
+        .header("Upload-Concat", format!("final;{} {}", urls[0], urls[1]))
+        .send()
+        .await
+        .expect("POST final");
+    assert_eq!(created.status(), 201);
+    let whole_url = created.headers()["location"]
+        .to_str()
+        .expect("Location")
+        .to_owned();
+    let whole_id = whole_url.rsplit('/').next().expect("id").to_owned();
+    for (n, piece) in pieces.iter().enumerate() {
+        let appended = tus(client().patch(fleet[1 + n].url(&urls[n])))
+            .header("Upload-Offset", "0")
+            .header("Content-Type", "application/offset+octet-stream")
+            .body(piece.clone())
+            .send()
+            .await
+            .expect("PATCH");
+        assert_eq!(appended.status(), 204);
+        if n == 0 {
+            let waiting = status(&fleet[0], &whole_id).await;
+            assert_eq!(waiting["state"], "uploading", "{waiting}");
+            assert_eq!(waiting["received"], pieces[0].len(), "{waiting}");
+            assert_eq!(
+                waiting["size"],
+                pieces[0].len() + pieces[1].len(),
+                "{waiting}"
+            );
+        }
+    }
+    let bytes = pieces.concat();
+    let done = status(&fleet[0], &whole_id).await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert_eq!(done["sha256"], sha_hex(&bytes));
+    assert!(content(&fleet[1], &whole_id).await == bytes);
+}
+
 /// Hooks over PostgreSQL: events raised on either instance wait in the one queue while the
 /// receiver is down; once it is back, both instances drain it, and each event arrives once (a
 /// claim keeps two instances from sending the same one), in order for each upload, whichever
