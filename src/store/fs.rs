@@ -204,6 +204,8 @@ fn shares_blocks(dir: &Path) -> bool {
     const XFS: i64 = 0x5846_5342;
     const BCACHEFS: i64 = 0xca45_1a4e;
     rustix::fs::statfs(dir).is_ok_and(|fs| {
+        // `f_type`'s type differs between platforms (i64 here, u32 or i32 elsewhere).
+        #[allow(clippy::unnecessary_cast)]
         let kind = fs.f_type as i64;
         kind == BTRFS || kind == XFS || kind == BCACHEFS
     })
