@@ -52,20 +52,113 @@ fn main() {
     );
 
     let raw = (raw_each, raw_once);
-    let server = Server::start(&work.join("data"));
-    measure("local directory", &server, &chunk, single_size, raw);
-    drop(server);
+    let runs: usize = args
+        .windows(2)
+        .find(|w| w[0] == "--runs")
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(1);
+    let mut figures = Vec::new();
+    for run in 0..runs.max(1) {
+        if runs > 1 {
+            println!("-- run {} of {runs}", run + 1);
+        }
+        let server = Server::start(&work.join(format!("data-{run}")));
+        figures.push(measure(
+            "local directory",
+            &server,
+            &chunk,
+            single_size,
+            raw,
+        ));
+    }
+    if !quick {
+        print_targets(&figures);
+    }
     if store_s3 {
         let garage = garage::Garage::start();
         let args = garage.server_args("bench");
         let server = Server::start_with(&work.join("data-s3"), &args, &garage.server_envs());
-        measure("S3 (Garage on loopback)", &server, &chunk, single_size, raw);
+        let _ = measure("S3 (Garage on loopback)", &server, &chunk, single_size, raw);
     }
     let _ = std::fs::remove_dir_all(&work);
 }
 
+/// What one run measured, for the targets of the byte path (issue 18).
+struct Figures {
+    single_mb_s: f64,
+    single_cpu: f64,
+    concurrent_mb_s: f64,
+    concurrent_cpu: f64,
+    peak_rss_mib: f64,
+}
+
+/// The medians of the runs beside the targets the byte path is held to.
+fn print_targets(runs: &[Figures]) {
+    let median = |pick: fn(&Figures) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(pick).collect();
+        values.sort_by(|a, b| a.total_cmp(b));
+        values[values.len() / 2]
+    };
+    println!(
+        "== targets (medians of {} run(s); `-- --runs 3` for three)",
+        runs.len()
+    );
+    let rows: [(&str, f64, &str, f64, bool); 5] = [
+        (
+            "server CPU, 1 GiB single (s/GiB)",
+            median(|f| f.single_cpu),
+            "<=",
+            1.1,
+            false,
+        ),
+        (
+            "server CPU, 32 concurrent (s/GiB)",
+            median(|f| f.concurrent_cpu),
+            "<=",
+            1.1,
+            false,
+        ),
+        (
+            "1 GiB single (MB/s)",
+            median(|f| f.single_mb_s),
+            ">=",
+            1000.0,
+            true,
+        ),
+        (
+            "32 x 32 MiB concurrent (MB/s)",
+            median(|f| f.concurrent_mb_s),
+            ">=",
+            1400.0,
+            true,
+        ),
+        (
+            "peak RSS, 32 concurrent (MiB)",
+            median(|f| f.peak_rss_mib),
+            "<=",
+            32.0,
+            false,
+        ),
+    ];
+    for (what, value, sense, target, higher_is_better) in rows {
+        let met = if higher_is_better {
+            value >= target
+        } else {
+            value <= target
+        };
+        let verdict = if met { "met" } else { "not met" };
+        println!("{what:<36} {value:>8.2}   target {sense} {target:<7}  {verdict}");
+    }
+}
+
 /// Steps 2–4 against one running server.
-fn measure(store: &str, server: &Server, chunk: &[u8], single_size: u64, raw: (f64, f64)) {
+fn measure(
+    store: &str,
+    server: &Server,
+    chunk: &[u8],
+    single_size: u64,
+    raw: (f64, f64),
+) -> Figures {
     let (raw_each, raw_once) = raw;
     let (concurrent, each): (usize, u64) = (32, 32 * MIB);
     println!("== bytes in: {store}");
@@ -82,6 +175,7 @@ fn measure(store: &str, server: &Server, chunk: &[u8], single_size: u64, raw: (f
         "stored SHA-256"
     );
     let gib = single_size as f64 / (1u64 << 30) as f64;
+    let single_cpu = cpu / gib;
     println!(
         "service, 1 upload of {} MiB in 8 MiB PATCHes: {:.0} MB/s ({:.2} s), server CPU {:.2} s/GiB{}",
         single_size / MIB,
@@ -142,20 +236,30 @@ fn measure(store: &str, server: &Server, chunk: &[u8], single_size: u64, raw: (f
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     let total = concurrent as u64 * each;
+    let concurrent_cpu = cpu / (total as f64 / (1u64 << 30) as f64);
+    let concurrent_mb_s = mb_per_s(total, secs);
     println!(
         "service, {concurrent} concurrent uploads of {} MiB: {:.0} MB/s aggregate ({:.2} s), server CPU {:.2} s/GiB{}",
         each / MIB,
-        mb_per_s(total, secs),
+        concurrent_mb_s,
         secs,
-        cpu / (total as f64 / (1u64 << 30) as f64),
+        concurrent_cpu,
         requests.per_gib(server, total)
     );
+    let peak_rss_mib = peak.load(Ordering::Relaxed) as f64 / 1024.0;
     println!(
         "server RSS: {:.1} MiB after the single upload, peak {:.1} MiB during the concurrent uploads (VmHWM {:.1} MiB)",
         rss_after_single as f64 / 1024.0,
-        peak.load(Ordering::Relaxed) as f64 / 1024.0,
+        peak_rss_mib,
         server.hwm_kib() as f64 / 1024.0
     );
+    Figures {
+        single_mb_s: single,
+        single_cpu,
+        concurrent_mb_s,
+        concurrent_cpu,
+        peak_rss_mib,
+    }
 }
 
 /// The object-store requests one scenario makes, from /metrics before and after it.
