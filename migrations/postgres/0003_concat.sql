@@ -5,3 +5,6 @@
 ALTER TABLE uploads ADD COLUMN concat TEXT;
 ALTER TABLE uploads ADD COLUMN parts TEXT;
 ALTER TABLE uploads ADD COLUMN final_id TEXT;
+
+-- A final's progress sums its parts (`WHERE final_id = $1`) on every checkpoint of a part.
+CREATE INDEX uploads_final_id ON uploads (final_id);

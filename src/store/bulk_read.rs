@@ -13,8 +13,8 @@ use bytes::Bytes;
 use super::writer::{open_direct_read, AlignedBuf};
 use super::ByteStream;
 
-/// Each read, and how many buffers go round (one being read into, the others with the
-/// hasher and the writer).
+/// Each read, and how many may wait for the reader (more are made while the reader holds
+/// some: a batch being hashed and written while the next is read).
 const READ: usize = 1 << 20;
 const BUFFERS: usize = 8;
 
@@ -24,29 +24,27 @@ pub fn stream(file: &File, path: PathBuf, start: u64, count: u64) -> Option<Byte
     if start % 4096 != 0 {
         return None;
     }
-    let direct = open_direct_read(&path).or_else(|| file.try_clone().ok())?;
+    let buffered = file.try_clone().ok()?;
+    let mut direct = open_direct_read(&path);
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(BUFFERS);
     let (give_back, pool) = mpsc::channel::<AlignedBuf>();
     tokio::task::spawn_blocking(move || {
-        let mut made = 0;
         let mut at = start;
         let end = start.saturating_add(count);
         while at < end {
-            let mut buf = match pool.try_recv() {
-                Ok(buf) => buf,
-                Err(_) if made < BUFFERS => match AlignedBuf::zeroed(READ) {
-                    Some(buf) => {
-                        made += 1;
-                        buf
-                    }
-                    None => return,
-                },
-                Err(_) => match pool.recv() {
-                    Ok(buf) => buf,
-                    Err(_) => return,
-                },
+            // A new buffer when none came back: the channel bounds how far ahead this reads,
+            // and waiting here for a buffer the reader still holds would never end.
+            let Some(mut buf) = pool.try_recv().ok().or_else(|| AlignedBuf::zeroed(READ)) else {
+                let _ = tx.blocking_send(Err(io::ErrorKind::OutOfMemory.into()));
+                return;
             };
-            let read = match buf.read_from(&direct, at) {
+            let read = match buf.read_from(direct.as_ref().unwrap_or(&buffered), at) {
+                // A file system that takes the direct open but not the read, or an offset
+                // no longer aligned after a short read: the page cache from here on.
+                Err(e) if direct.is_some() && e.raw_os_error() == Some(libc::EINVAL) => {
+                    direct = None;
+                    continue;
+                }
                 Ok(0) => break,
                 Ok(n) => n.min(usize::try_from(end - at).unwrap_or(usize::MAX)),
                 Err(e) => {

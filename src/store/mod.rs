@@ -153,6 +153,12 @@ pub trait Sink: Send {
     /// holds its uploaded parts.
     fn sync(&mut self) -> Result<u64>;
 
+    /// A write job ended: lets go of memory held only for writing (bytes staged for a later
+    /// write are written now, durable at the next `sync` as before).
+    fn pause(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// The body has ended: makes every byte written durable (an object store writes the
     /// bytes short of a whole part as a tail).
     fn finish(&mut self) -> Result<()> {

@@ -25,7 +25,10 @@ const STAGE_BYTES: usize = 256 * 1024;
 /// `WRITEBACK_LAG` are dropped, so the closing `sync` stays cheap there too.
 pub struct FileWriter {
     file: File,
-    direct: Option<(File, AlignedBuf)>,
+    direct: Option<File>,
+    /// The staging buffer, held only while a write job runs (`Sink::pause` lends it back to
+    /// the pool): at most as many exist as write jobs run at once, not one per append.
+    stage: Option<AlignedBuf>,
     /// File offset of the staging buffer's first byte (aligned).
     stage_start: u64,
     path: PathBuf,
@@ -36,10 +39,10 @@ pub struct FileWriter {
 
 impl FileWriter {
     pub fn new(file: File, path: PathBuf, offset: u64) -> FileWriter {
-        let direct = open_direct(&path).and_then(|f| Some((f, AlignedBuf::new(STAGE_BYTES)?)));
         FileWriter {
             file,
-            direct,
+            direct: open_direct(&path),
+            stage: None,
             stage_start: offset,
             path,
             position: offset,
@@ -68,7 +71,7 @@ impl FileWriter {
 
     /// Writes the staged bytes: whole blocks directly, a partial last block through the cache.
     fn flush_stage(&mut self) -> Result<()> {
-        let Some((direct, stage)) = self.direct.as_mut() else {
+        let (Some(direct), Some(stage)) = (self.direct.as_ref(), self.stage.as_mut()) else {
             return Ok(());
         };
         let staged = stage.as_slice();
@@ -87,11 +90,42 @@ impl FileWriter {
         stage.clear();
         if refused_direct {
             self.direct = None;
+            stages::give_back(self.stage.take());
         }
         if !rest.is_empty() {
             self.write_at(&rest, self.stage_start + written as u64)?;
         }
         Ok(())
+    }
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        stages::give_back(self.stage.take());
+    }
+}
+
+/// Staging buffers between write jobs: a few are kept for the next job of any append.
+mod stages {
+    use super::{AlignedBuf, STAGE_BYTES};
+    use std::sync::Mutex;
+
+    /// About as many as write jobs run at once.
+    const KEPT: usize = 8;
+    static POOL: Mutex<Vec<AlignedBuf>> = Mutex::new(Vec::new());
+
+    pub(super) fn take() -> Option<AlignedBuf> {
+        let pooled = POOL.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        pooled.or_else(|| AlignedBuf::new(STAGE_BYTES))
+    }
+
+    pub(super) fn give_back(stage: Option<AlignedBuf>) {
+        let Some(mut stage) = stage else { return };
+        stage.clear();
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < KEPT {
+            pool.push(stage);
+        }
     }
 }
 
@@ -102,7 +136,10 @@ impl Sink for FileWriter {
 
     fn write(&mut self, mut buf: &[u8]) -> Result<()> {
         while !buf.is_empty() {
-            let Some((_, stage)) = self.direct.as_mut() else {
+            if self.direct.is_some() && self.stage.is_none() {
+                self.stage = stages::take();
+            }
+            let (Some(_), Some(stage)) = (self.direct.as_ref(), self.stage.as_mut()) else {
                 return self.write_buffered(buf);
             };
             if stage.is_empty() {
@@ -127,6 +164,12 @@ impl Sink for FileWriter {
         Ok(())
     }
 
+    fn pause(&mut self) -> Result<()> {
+        self.flush_stage()?;
+        stages::give_back(self.stage.take());
+        Ok(())
+    }
+
     /// Makes every byte written so far durable.
     fn sync(&mut self) -> Result<u64> {
         self.flush_stage()?;
@@ -138,7 +181,7 @@ impl Sink for FileWriter {
 
     /// Discards everything past `len` (a chunk that failed its checksum, or a failed write).
     fn truncate_to(&mut self, len: u64) -> Result<()> {
-        if let Some((_, stage)) = self.direct.as_mut() {
+        if let Some(stage) = self.stage.as_mut() {
             stage.clear();
         }
         self.file
@@ -187,6 +230,8 @@ pub(super) struct AlignedBuf {
     ptr: std::ptr::NonNull<u8>,
     len: usize,
     layout: std::alloc::Layout,
+    /// Every byte was initialised (`zeroed`), so the whole buffer may be read into.
+    initialised: bool,
 }
 
 // SAFETY: the buffer is owned exclusively, like a Vec<u8>.
@@ -202,11 +247,18 @@ impl AlignedBuf {
             ptr,
             len: 0,
             layout,
+            initialised: true,
         })
     }
 
-    /// Reads into the whole buffer from `offset`; it then holds what was read.
+    /// Reads into the whole buffer from `offset`; it then holds what was read. Only for a
+    /// buffer made by `zeroed` (an uninitialised one cannot be lent to `read`).
     pub(super) fn read_from(&mut self, file: &File, offset: u64) -> std::io::Result<usize> {
+        if !self.initialised {
+            return Err(std::io::Error::other(
+                "read into a buffer not made by zeroed",
+            ));
+        }
         // SAFETY: `zeroed` initialised every byte, and the buffer is owned exclusively.
         let all = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) };
         let n = file.read_at(all, offset)?;
@@ -222,6 +274,7 @@ impl AlignedBuf {
             ptr,
             len: 0,
             layout,
+            initialised: false,
         })
     }
 

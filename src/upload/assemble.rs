@@ -31,6 +31,12 @@ impl Engine {
     ) -> Result<(Sha256, Option<Vec<u8>>)> {
         let started = Instant::now();
         let key = upload.id.to_string();
+        // Room for the final's bytes, empty: recreated if a failed try (or a crash) left
+        // none, cut back if it left some.
+        self.store.recover(&key, 0, None).await?;
+        // Room for the final's bytes, empty: recreated if a failed try (or a crash) left
+        // none, cut back if it left some.
+        self.store.recover(&key, 0, None).await?;
         let sources: Vec<(String, u64)> = parts
             .iter()
             .map(|p| (p.id.to_string(), p.received))
@@ -76,7 +82,7 @@ impl Engine {
     }
 
     /// A failed assembly leaves nothing behind in the store (an object store's multipart
-    /// upload would linger): the next try starts over from the parts.
+    /// upload would linger); the next try makes room again and starts over from the parts.
     async fn undo_on_error<T>(
         &self,
         key: &str,
@@ -86,9 +92,6 @@ impl Engine {
         if done.is_err() {
             if let Err(e) = self.store.remove(key, state).await {
                 tracing::warn!(upload = key, error = %e, "cleaning up after a failed assembly failed");
-            }
-            if let Err(e) = self.store.create(key).await {
-                tracing::warn!(upload = key, error = %e, "making room for the next assembly failed");
             }
         }
         done

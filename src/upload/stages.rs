@@ -275,7 +275,7 @@ impl HashSide {
 /// how far the bytes are durable; if a saved state is for exactly there, that is a checkpoint.
 fn write_batch(mut side: WriteSide, hashed: Hashed) -> (WriteSide, Option<Checkpoint>) {
     let written = hashed.data.iter().try_for_each(|buf| side.sink.write(buf));
-    let synced = written.and_then(|()| {
+    let synced = written.and_then(|()| side.sink.pause()).and_then(|()| {
         if hashed.states.is_empty() {
             return Ok(None);
         }
