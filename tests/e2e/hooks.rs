@@ -1618,3 +1618,60 @@ async fn a_form_is_judged_by_its_final_name_and_a_refused_one_stays_failed() {
     })
     .await;
 }
+
+/// Parts of an upload (tus concatenation, the native `partial`) are no files of their own:
+/// only the upload made of them is asked `pre-finish` and announced by `post-finish`, with
+/// the whole file's digest; the parts are still created and receive bytes as usual.
+#[tokio::test]
+async fn only_the_upload_made_of_parts_is_finished_for_hooks() {
+    let receiver = Receiver::start();
+    let url = receiver.url();
+    let args = ["--hooks-url", &url, "--hooks-events", ALL_EVENTS];
+    let server = TestServer::start_with(&args, &[]);
+    let pieces = [data(7, 31), data(5, 32)];
+    let mut parts = Vec::new();
+    for piece in &pieces {
+        let created = try_create(
+            &server,
+            json!({"name": "part", "size": piece.len(), "partial": true}),
+        )
+        .await;
+        assert_eq!(created.status(), 201);
+        let id = id_of(&created.json().await.expect("status JSON"));
+        let done = patch_ok(&server, &id, 0, piece.clone()).await;
+        assert_eq!(done["state"], "complete", "{done}");
+        assert_eq!(done["partial"], true, "{done}");
+        parts.push(id);
+    }
+    let created = try_create(&server, json!({"name": "whole.bin", "parts": parts})).await;
+    assert_eq!(created.status(), 201);
+    let whole = id_of(&created.json().await.expect("status JSON"));
+    let digest = sha_hex(&pieces.concat());
+
+    eventually(
+        Duration::from_secs(20),
+        "the whole's post-finish",
+        || async { has_sequence(&receiver, &whole, &["post-create", "post-finish"]) },
+    )
+    .await;
+    let events = receiver.events();
+    let finish = dedup(&post_events_of(&events, &whole))
+        .pop()
+        .expect("post-finish");
+    assert_eq!(finish["upload"]["sha256"], digest, "{finish}");
+    assert_eq!(finish["upload"]["size"], 12, "{finish}");
+    let asked: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "pre-finish")
+        .collect();
+    assert_eq!(asked.len(), 1, "pre-finish only for the whole: {asked:?}");
+    assert_eq!(asked[0]["upload"]["id"], whole.as_str());
+    for part in &parts {
+        let of_part = types(&dedup(&post_events_of(&events, part)));
+        assert!(
+            !of_part.iter().any(|t| t == "post-finish"),
+            "a part is never finished for hooks: {of_part:?}"
+        );
+        assert_eq!(of_part.first().map(String::as_str), Some("post-create"));
+    }
+}
