@@ -180,6 +180,7 @@ fn upload_code(error: &UploadError) -> &'static str {
         UploadError::PartTaken => "partial_taken",
         UploadError::FinalUpload => "final_upload",
         UploadError::PartialContent => "partial_upload",
+        UploadError::PartsUnreadable(_) => "parts_unreadable",
         UploadError::Hook(_) => "hook_unavailable",
         UploadError::Storage(e) if e.is_out_of_space() => "insufficient_storage",
         e if e.is_unavailable() => "storage_unavailable",
@@ -220,6 +221,7 @@ fn upload_status(error: &UploadError) -> StatusCode {
         | UploadError::PartialContent
         | UploadError::Superseded { .. } => StatusCode::CONFLICT,
         UploadError::FinalUpload => StatusCode::FORBIDDEN,
+        UploadError::PartsUnreadable(_) => StatusCode::INTERNAL_SERVER_ERROR,
         UploadError::ChecksumMismatch { .. } => checksum_mismatch(),
         UploadError::Sha256Mismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         UploadError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -178,7 +178,7 @@ impl PartReader {
             // that is not their concatenation: refused, never written.
             let wrong = |key: &str, left: u64| {
                 let e = format!("part {key} does not hold the bytes its record says ({left} off)");
-                Some(Err(UploadError::Internal(e)))
+                Some(Err(UploadError::PartsUnreadable(e)))
             };
             match bytes.next().await {
                 Some(Ok(chunk)) if chunk.len() as u64 > *left => return wrong(key, *left),
@@ -202,7 +202,13 @@ impl PartReader {
     async fn open_next(&mut self) -> Option<Result<()>> {
         let (key, len) = self.parts.pop_front()?;
         let opened = async {
-            let source = self.store.open_read(&key).await?;
+            let source = match self.store.open_read(&key).await {
+                Err(e) if e.is_not_found() => {
+                    let gone = format!("part {key}'s bytes are gone from the store");
+                    return Err(UploadError::PartsUnreadable(gone));
+                }
+                other => other?,
+            };
             Ok(source.stream_bulk(0, len).await?)
         };
         Some(

@@ -69,8 +69,9 @@ impl Engine {
         if let Some(rejection) = rejection {
             return Err(rejected(rejection, None));
         }
-        match status.state {
-            State::Failed => Err(sha256_mismatch(&status)),
+        match status.failure.as_deref() {
+            Some("sha256_mismatch") => Err(sha256_mismatch(&status)),
+            // Created, and failed for a reason of its parts: the status says which.
             _ => Ok(status),
         }
     }
@@ -165,17 +166,17 @@ impl Engine {
         let total: u64 = loaded.iter().map(|p| p.received).sum();
         if total > self.size_limit() {
             // Parts of deferred lengths that add up past the limit: it can never be made.
-            let now = SystemTime::now();
-            failed(upload, "too_large", self.expiry_from(now));
-            upload.updated_at = now;
-            self.save(upload).await?;
-            self.cluster.publish(&Status::of(upload));
-            self.let_parts_go(&parts).await;
-            return Ok(None);
+            return self.fail_final(upload, "too_large", &parts).await;
         }
         let written = self.write_whole(upload, &loaded, total).await;
         let (hasher, store_state) = match written {
             Ok(written) => written,
+            // Parts whose bytes are not what their records say never will be: trying again
+            // every hour would only read them again.
+            Err(UploadError::PartsUnreadable(why)) => {
+                warn!(upload = %upload.id, %why, "a final upload cannot be made from its parts");
+                return self.fail_final(upload, "parts_unreadable", &parts).await;
+            }
             Err(e) => {
                 // The parts are intact: the sweep tries again (`settle_final`).
                 self.mark_due(upload).await;
@@ -194,6 +195,23 @@ impl Engine {
         info!(upload = %upload.id, size = total, "final upload assembled");
         self.let_parts_go(&parts).await;
         Ok(rejection)
+    }
+
+    /// A final that can never be made: failed (it expires as failed uploads do), and its
+    /// parts go as after an assembly.
+    async fn fail_final(
+        &self,
+        upload: &mut Upload,
+        why: &str,
+        parts: &[UploadId],
+    ) -> Result<Option<Rejection>> {
+        let now = SystemTime::now();
+        failed(upload, why, self.expiry_from(now));
+        upload.updated_at = now;
+        self.save(upload).await?;
+        self.cluster.publish(&Status::of(upload));
+        self.let_parts_go(parts).await;
+        Ok(None)
     }
 
     /// The parts, once every one is complete; `None` while some still receive bytes. A part

@@ -70,6 +70,8 @@ pub enum UploadError {
     FinalUpload,
     #[error("this upload is a part of another upload; download that one")]
     PartialContent,
+    #[error("the parts cannot make this upload: {0}")]
+    PartsUnreadable(String),
     #[error("{message}")]
     Rejected {
         status: u16,

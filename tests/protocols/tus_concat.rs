@@ -647,6 +647,27 @@ async fn deleting_a_partial_of_an_unfinished_final_removes_the_final() {
     assert_eq!(content(&server, &id_in(&other_url)).await, b"ccdd");
 }
 
+/// A part whose stored bytes were cut behind the service's back cannot make its final: the
+/// final fails (`parts_unreadable`) at once instead of being tried again and again, and no
+/// byte of a wrong whole is ever shown as complete.
+#[tokio::test]
+async fn a_final_whose_part_lost_bytes_fails_instead_of_completing() {
+    let server = TestServer::start();
+    let a = partial(&server, Some(6), b"abcdef").await;
+    let b = partial(&server, Some(3), b"ghi").await;
+    let cut = std::fs::OpenOptions::new()
+        .write(true)
+        .open(server.file_path(&id_in(&a)))
+        .expect("the part's file");
+    cut.set_len(2).expect("cut the part's file");
+    let created = post_final(&server, &[&a, &b], &[]).await;
+    assert_eq!(created.status(), 201);
+    let whole = status(&server, &id_in(&header(&created, "location"))).await;
+    assert_eq!(whole["state"], "failed", "{whole}");
+    assert_eq!(whole["failure"], "parts_unreadable", "{whole}");
+    assert!(whole["sha256"].is_null(), "{whole}");
+}
+
 /// Once assembled, the parts stay a while (at most --expire-after, at most an hour), then the
 /// sweep removes them; the final keeps its bytes.
 #[tokio::test]
