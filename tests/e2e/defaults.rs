@@ -181,15 +181,7 @@ async fn a_failed_upload_expires_with_its_bytes() {
     eventually(
         Duration::from_secs(10),
         "the failed upload to expire",
-        || async {
-            client()
-                .get(server.url(&format!("/uploads/{id}")))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                == 410
-        },
+        || async { status_code(&server, &id).await == 410 },
     )
     .await;
     eventually(Duration::from_secs(5), "its bytes to go", || async {

@@ -846,12 +846,11 @@ async fn an_upload_made_of_parts_is_copied_by_the_store_not_sent_again() {
         "only the last part's bytes are written again"
     );
     for part in &ids {
-        let answer = client()
-            .get(server.url(&format!("/uploads/{part}")))
-            .send()
-            .await
-            .expect("status");
-        assert_eq!(answer.status(), 200, "part {part} is kept a while");
+        assert_eq!(
+            status_code(&server, part).await,
+            200,
+            "part {part} is kept a while"
+        );
     }
     let parts_left = garage.counts();
     assert_eq!(parts_left.unfinished_multipart_uploads, 0, "{parts_left:?}");

@@ -351,6 +351,17 @@ pub async fn status(server: &TestServer, id: &str) -> Value {
     response.json().await.expect("status JSON")
 }
 
+/// The status code of `GET /uploads/{id}`, whatever it is.
+pub async fn status_code(server: &TestServer, id: &str) -> u16 {
+    client()
+        .get(server.url(&format!("/uploads/{id}")))
+        .send()
+        .await
+        .expect("status")
+        .status()
+        .as_u16()
+}
+
 pub async fn received(server: &TestServer, id: &str) -> u64 {
     status(server, id).await["received"]
         .as_u64()

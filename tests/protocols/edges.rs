@@ -4,11 +4,7 @@
 use serde_json::Value;
 
 use crate::support::*;
-use crate::{client_with, header};
-
-fn tus() -> reqwest::Client {
-    client_with("tus-resumable", "1.0.0")
-}
+use crate::{client_with, header, tus};
 
 #[tokio::test]
 async fn a_tus_creation_whose_body_fails_its_checksum_still_names_the_upload() {

@@ -23,6 +23,28 @@ pub fn client_with(name: &'static str, value: &'static str) -> reqwest::Client {
         .expect("client")
 }
 
+/// A client that speaks tus 1.0.0.
+pub fn tus() -> reqwest::Client {
+    client_with("tus-resumable", "1.0.0")
+}
+
+/// A tus PATCH of `body` at `offset` to the upload at `url` (a path).
+pub async fn tus_patch(
+    server: &support::TestServer,
+    url: &str,
+    offset: u64,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    tus()
+        .patch(server.url(url))
+        .header("Upload-Offset", offset.to_string())
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A response header's text; panics when it is missing.
 pub fn header(response: &reqwest::Response, name: &str) -> String {
     response

@@ -2,11 +2,7 @@ use base64::Engine as _;
 use sha2::Digest;
 
 use crate::support::*;
-use crate::{client_with, header};
-
-fn tus_client() -> reqwest::Client {
-    client_with("tus-resumable", "1.0.0")
-}
+use crate::{header, tus as tus_client, tus_patch};
 
 async fn tus_create(
     server: &TestServer,
@@ -18,22 +14,6 @@ async fn tus_create(
         request = request.header(*name, *value);
     }
     request.body(body).send().await.unwrap()
-}
-
-async fn tus_patch(
-    server: &TestServer,
-    url: &str,
-    offset: u64,
-    body: Vec<u8>,
-) -> reqwest::Response {
-    tus_client()
-        .patch(server.url(url))
-        .header("Upload-Offset", offset.to_string())
-        .header("Content-Type", "application/offset+octet-stream")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

@@ -9,11 +9,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::support::*;
-use crate::{client_with, header};
-
-fn tus() -> reqwest::Client {
-    client_with("tus-resumable", "1.0.0")
-}
+use crate::{header, tus, tus_patch};
 
 async fn tus_post(
     server: &TestServer,
@@ -28,15 +24,6 @@ async fn tus_post(
         request = request.header("Content-Type", "application/offset+octet-stream");
     }
     request.body(body).send().await.unwrap()
-}
-
-async fn tus_patch(
-    server: &TestServer,
-    url: &str,
-    offset: u64,
-    body: Vec<u8>,
-) -> reqwest::Response {
-    tus_patch_with(server, url, offset, &[], body).await
 }
 
 async fn tus_patch_with(
@@ -96,17 +83,6 @@ fn id_in(url: &str) -> String {
 async fn error_of(response: reqwest::Response) -> String {
     let body: Value = response.json().await.expect("a JSON error body");
     body["error"].as_str().unwrap_or_default().to_owned()
-}
-
-/// The status code of `GET /uploads/{id}` (whatever it is).
-async fn status_code(server: &TestServer, id: &str) -> u16 {
-    client()
-        .get(server.url(&format!("/uploads/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 /// `GET /uploads/{id}/content` read as a stream: its length and SHA-256 (hex), without holding
