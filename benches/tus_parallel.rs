@@ -3,12 +3,16 @@
 //! partial uploads and the final one, assembled by the server), to the same release server in
 //! the same run. Prints each one's throughput, the ratio, and the server's CPU seconds per GiB.
 //!
-//! `cargo bench --bench tus_parallel` (1 GiB; `-- --quick` for 256 MiB). Needs Node and
-//! `npm ci --prefix tests/tus-js`. Each is run twice, in turn; the better run of each counts.
+//! `cargo bench --bench tus_parallel` (1 GiB; `-- --quick` for 256 MiB; `-- --store s3` runs
+//! it again with the bytes in a private Garage, where the final is assembled by UploadPartCopy).
+//! Needs Node and `npm ci --prefix tests/tus-js`. Each is run twice, in turn; the better run of each counts.
 //! The time is tus-js-client's, from `start()` to `onSuccess` (the final upload created, so
 //! assembled), read from disk as it sends; the share of it the final POST took is printed too.
 
 mod support;
+
+#[path = "../tests/e2e/garage.rs"]
+mod garage;
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -31,7 +35,22 @@ fn main() {
     std::fs::create_dir_all(&work).expect("work dir");
     let file = work.join("file.bin");
     let sha = write_file(&file, &pseudo_random(8 << 20), size);
+    println!("== bytes in: local directory");
     let server = Server::start(&work.join("data"));
+    compare(&server, &client_dir, &file, (size, &sha));
+    drop(server);
+    if std::env::args().any(|a| a == "s3") {
+        println!("== bytes in: S3 (Garage on loopback)");
+        let garage = garage::Garage::start();
+        let args = garage.server_args("bench");
+        let server = Server::start_with(&work.join("data-s3"), &args, &garage.server_envs());
+        compare(&server, &client_dir, &file, (size, &sha));
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// parallelUploads 1 and 4, twice each in turn, against `server`.
+fn compare(server: &Server, client_dir: &Path, file: &Path, (size, sha): (u64, &str)) {
     let gib = size as f64 / (1u64 << 30) as f64;
 
     let modes = [1u32, 4];
@@ -41,8 +60,7 @@ fn main() {
     for _round in 0..2 {
         for (n, parallel) in modes.iter().enumerate() {
             let before = server.cpu_seconds();
-            let (id, seconds, final_seconds) =
-                run_client(&client_dir, server.port, &file, *parallel);
+            let (id, seconds, final_seconds) = run_client(client_dir, server.port, file, *parallel);
             rates[n].push(mb_per_s(size, seconds));
             assembly[n].push(final_seconds.map_or(0.0, |f| f / seconds));
             server_cpu[n].push((server.cpu_seconds() - before) / gib);
@@ -79,7 +97,6 @@ fn main() {
         "parallelUploads 4 / parallelUploads 1: {:.2}×",
         best(&rates[1]) / best(&rates[0])
     );
-    let _ = std::fs::remove_dir_all(&work);
 }
 
 /// One upload of `file` by tus-js-client (run.mjs's `speed` scenario): the final upload's id,

@@ -126,6 +126,13 @@ pub trait Store: Send + Sync + 'static {
         Ok(Copied::Not)
     }
 
+    /// Whether `copy_parts` would copy these parts itself (so the caller may read them for
+    /// their digest meanwhile); it may still decline.
+    fn copies_parts(&self, parts: &[(String, u64)]) -> bool {
+        let _ = parts;
+        false
+    }
+
     /// Opens the upload's bytes for reading. What is opened stays readable even if the
     /// upload is removed meanwhile.
     async fn open_read(&self, id: &str) -> Result<Box<dyn Source>>;

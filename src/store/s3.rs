@@ -135,6 +135,19 @@ fn outcome<T>(result: &object_store::Result<T>) -> Outcome {
     }
 }
 
+/// Whether S3's rules let these parts be copied into one multipart upload: every part before
+/// the last at least the smallest part, and not too many ranges in all.
+fn copyable(parts: &[(String, u64)]) -> bool {
+    let (last, before) = parts.split_last().map_or((0, &[][..]), |(l, b)| (l.1, b));
+    let copies: usize = parts
+        .iter()
+        .map(|(_, len)| part_copy::ranges(*len).len())
+        .sum();
+    last > 0
+        && before.iter().all(|(_, len)| *len >= part_copy::MIN_PART)
+        && copies as u64 <= MAX_PARTS
+}
+
 /// S3 takes at most this many parts per object.
 const MAX_PARTS: u64 = 10_000;
 
@@ -285,15 +298,7 @@ impl S3Store {
     /// when S3's rules forbid it (a part short of its minimum before the last, or too many).
     /// A last part shorter than that is uploaded again (some stores copy no range so short).
     async fn copy_parts_now(&self, id: &str, parts: &[(String, u64)]) -> Result<Option<Multipart>> {
-        let (last, before) = parts.split_last().map_or((0, &[][..]), |(l, b)| (l.1, b));
-        let copies: usize = parts
-            .iter()
-            .map(|(_, len)| part_copy::ranges(*len).len())
-            .sum();
-        let copyable = last > 0
-            && before.iter().all(|(_, len)| *len >= part_copy::MIN_PART)
-            && copies as u64 <= MAX_PARTS;
-        if !copyable {
+        if !copyable(parts) {
             return Ok(None);
         }
         let key = self.key(id);
@@ -477,6 +482,10 @@ impl Store for S3Store {
             }
         }
         self.remove_tails(id).await
+    }
+
+    fn copies_parts(&self, parts: &[(String, u64)]) -> bool {
+        copyable(parts)
     }
 
     async fn copy_parts(&self, id: &str, parts: &[(String, u64)]) -> Result<Copied> {

@@ -41,13 +41,18 @@ impl Engine {
             .iter()
             .map(|p| (p.id.to_string(), p.received))
             .collect();
-        if let Copied::Done(state) = self.store.copy_parts(&key, &sources).await? {
-            let copied = started.elapsed();
-            let (_, hashed) = self.pass_through(None, &sources).await;
-            let hasher = self.undo_on_error(&key, state.as_deref(), hashed).await?;
-            info!(upload = %upload.id, bytes = total, copy_ms = copied.as_millis(),
-                  hash_ms = (started.elapsed() - copied).as_millis(), "parts copied by the store");
-            return Ok((hasher, state));
+        if self.store.copies_parts(&sources) {
+            // The store copies while the parts are read for the digest.
+            let (copied, (_, hashed)) = tokio::join!(
+                self.store.copy_parts(&key, &sources),
+                self.pass_through(None, &sources)
+            );
+            if let Copied::Done(state) = copied? {
+                let hasher = self.undo_on_error(&key, state.as_deref(), hashed).await?;
+                info!(upload = %upload.id, bytes = total, ms = started.elapsed().as_millis(),
+                      "parts copied by the store");
+                return Ok((hasher, state));
+            }
         }
         let sink = self.store.open_append(&key, 0, Some(total), None).await?;
         let (sink, hashed) = self.pass_through(Some(sink), &sources).await;
