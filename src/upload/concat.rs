@@ -209,6 +209,7 @@ impl Engine {
         failed(upload, why, self.expiry_from(now));
         upload.updated_at = now;
         self.save(upload).await?;
+        self.count_finished(upload);
         self.cluster.publish(&Status::of(upload));
         self.let_parts_go(parts).await;
         Ok(None)

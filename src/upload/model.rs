@@ -102,7 +102,8 @@ pub struct Status {
     pub removed: Option<String>,
     /// tus `Upload-Metadata` pairs, decoded (and what a `pre-create` hook set).
     pub metadata: BTreeMap<String, String>,
-    /// Why a failed upload failed: `sha256_mismatch` or `rejected` (by a `pre-finish` hook).
+    /// Why a failed upload failed: `sha256_mismatch`, `rejected` (by a `pre-finish` hook), or
+    /// for one made of parts `too_large` or `parts_unreadable`.
     pub failure: Option<String>,
     /// tus `Upload-Metadata` exactly as the client sent it (echoed on HEAD, not in JSON).
     #[serde(skip)]
@@ -190,7 +191,7 @@ pub struct Upload {
     pub store_state: Option<Vec<u8>>,
     /// tus `Upload-Metadata` exactly as the client sent it.
     pub metadata: Option<String>,
-    /// Why it failed: `sha256_mismatch` or `rejected`; `None` unless failed.
+    /// Why it failed (see `Status::failure`); `None` unless failed.
     pub failure: Option<String>,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
