@@ -19,6 +19,7 @@ mod integrity;
 mod limits;
 mod log_levels;
 mod metrics;
+mod nginx;
 mod postgres;
 mod receiver;
 mod resilience;
