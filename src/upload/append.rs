@@ -45,6 +45,8 @@ impl Engine {
         let room = self.check_append(&mut upload, &request)?;
         if room == 0 && upload.is_all_in() {
             let (finished, upload) = self.finish_all_in(upload, started).await;
+            // The place first, then the lock: whoever takes the lock over takes the place too.
+            drop((_slot, _in_flight));
             drop(guard);
             self.part_moved(&upload, upload.state == State::Complete)
                 .await;
@@ -74,7 +76,9 @@ impl Engine {
         }
         let verdict = self.append_verdict(&upload, end, request.complete, &guard);
         // A part's final is assembled (or its watchers told) with this lock let go: assembly
-        // removes the parts, this one too.
+        // removes the parts, this one too. The place goes first: a request waiting for the
+        // lock (taking over at the cap) must find it free.
+        drop((_slot, _in_flight));
         drop(guard);
         self.part_moved(&upload, upload.state == State::Complete)
             .await;

@@ -189,6 +189,12 @@ impl Pump {
         let mut unsaved: Option<Checkpoint> = None;
         let offer_again = tokio::time::sleep(Duration::from_secs(365 * 86_400));
         tokio::pin!(offer_again);
+        // Bytes followed by silence, the body still open, go through the pipeline and are
+        // checkpointed after this long: else they would wait, uncounted, for more bytes or
+        // for the idle timeout.
+        let quiet = tokio::time::sleep(Duration::from_secs(365 * 86_400));
+        tokio::pin!(quiet);
+        let mut quiet_armed = false;
         let end = loop {
             line.start_jobs(&jobs).await;
             tokio::select! {
@@ -215,6 +221,14 @@ impl Pump {
                         }
                     }
                 }
+                () = &mut quiet, if quiet_armed => {
+                    quiet_armed = false;
+                    if !batch.is_empty() {
+                        batch_len = 0;
+                        line.push(std::mem::take(&mut batch));
+                    }
+                    line.force_checkpoint();
+                }
                 () = &mut idle => break End::Idle,
                 () = &mut rate_check, if self.min_rate.is_some() => {
                     if self.min_rate.is_some_and(|rate| window_bytes < rate.bytes) {
@@ -224,7 +238,10 @@ impl Pump {
                     rate_check.as_mut().reset(tokio::time::Instant::now() + window);
                 }
                 item = body.next(), if line.queued < jobs.queue_depth() => {
-                    idle.as_mut().reset(tokio::time::Instant::now() + self.idle_timeout);
+                    let now = tokio::time::Instant::now();
+                    idle.as_mut().reset(now + self.idle_timeout);
+                    quiet.as_mut().reset(now + CHECKPOINT_EVERY);
+                    quiet_armed = true;
                     let mut data = match item {
                         None => break End::Finished,
                         Some(Err(_)) => break End::Disconnected,

@@ -19,6 +19,8 @@ pub(super) struct HashSide {
     chunk: Option<ChunkHasher>,
     checkpoints: bool,
     last_checkpoint: Instant,
+    /// Save the state at this job's end whatever the time (the body went quiet).
+    force: bool,
     /// The upload offset after the bytes hashed so far.
     position: u64,
     /// The store's durability marks (see `Sink::durable_every`): the hasher's state is saved
@@ -58,6 +60,8 @@ pub(super) struct Pipeline {
     marks: bool,
     /// Batches anywhere in the pipeline; the body is read only while there is room.
     pub(super) queued: usize,
+    /// A checkpoint is wanted for everything handed in so far (the body went quiet).
+    force: bool,
     /// Batches waiting for the hasher, in the hash job and in the write job.
     waiting: usize,
     hashing: usize,
@@ -80,6 +84,7 @@ impl Pipeline {
                 chunk,
                 checkpoints,
                 last_checkpoint: Instant::now(),
+                force: false,
                 position: sink.position(),
                 every,
             }),
@@ -92,6 +97,7 @@ impl Pipeline {
             ready: Vec::new(),
             hashed: None,
             queued: 0,
+            force: false,
             waiting: 0,
             hashing: 0,
             in_hashed: 0,
@@ -103,6 +109,11 @@ impl Pipeline {
         self.ready.extend(batch);
         self.waiting += 1;
         self.queued += 1;
+    }
+
+    /// Asks for a checkpoint of every byte handed in so far, even if no more come.
+    pub(super) fn force_checkpoint(&mut self) {
+        self.force = true;
     }
 
     pub(super) fn busy(&self) -> bool {
@@ -127,8 +138,9 @@ impl Pipeline {
                 }
             }
         }
-        if !self.ready.is_empty() && self.hash.is_some() {
-            if let Some(side) = self.hash.take() {
+        if (!self.ready.is_empty() || self.force) && self.hash.is_some() {
+            if let Some(mut side) = self.hash.take() {
+                side.force = std::mem::take(&mut self.force);
                 let data = std::mem::take(&mut self.ready);
                 self.hashing = std::mem::take(&mut self.waiting);
                 self.hash_job = Some(jobs.run(move || hash_batch(side, data)).await);
@@ -252,7 +264,7 @@ fn hash_batch(mut side: HashSide, data: Vec<Bytes>) -> (HashSide, Hashed) {
     }
     let due = side.checkpoints
         && side.every.is_none()
-        && side.last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
+        && (std::mem::take(&mut side.force) || side.last_checkpoint.elapsed() >= CHECKPOINT_EVERY);
     if due {
         side.last_checkpoint = Instant::now();
         states.push((side.position, save_state(&side.hasher)));
@@ -312,6 +324,7 @@ mod tests {
             chunk: None,
             checkpoints: true,
             last_checkpoint: Instant::now(),
+            force: false,
             position,
             every,
         }

@@ -447,3 +447,22 @@ async fn a_multipart_patch_is_refused() {
     assert_eq!(response.status(), 415);
     assert_eq!(received(&server, &id).await, 0);
 }
+
+/// Bytes that arrive and are then followed by silence, the body still open (a client
+/// between two reads of its source, a network that stalls), are made durable and counted
+/// within a moment: a watcher sees them, and a client that gives up there resumes after
+/// them, without waiting for the idle timeout.
+#[tokio::test]
+async fn bytes_followed_by_silence_are_counted_while_the_body_stays_open() {
+    let server = TestServer::start();
+    let id = id_of(&create(&server, "stall.bin", 1_000_000).await);
+    let bytes = data(100_000, 77);
+    // Less than a batch, then nothing more: the body stays open.
+    let _open = open_patch(server.port, &id, 0, 1_000_000, &bytes);
+    eventually(
+        Duration::from_secs(10),
+        "the stalled bytes to be counted",
+        || async { received(&server, &id).await == 100_000 },
+    )
+    .await;
+}
