@@ -203,9 +203,7 @@ mod tests {
     use super::*;
 
     fn accept(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
-        headers
+        crate::http::extract::headers(&[("accept", value)])
     }
 
     #[test]
