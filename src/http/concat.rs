@@ -4,7 +4,7 @@
 use actix_web::http::header::HeaderMap;
 use actix_web::{HttpRequest, HttpResponseBuilder};
 
-use super::extract::parse_id;
+use super::extract::{has_body, optional_count, parse_id};
 use super::{respond, Ctx};
 use crate::error::ApiError;
 use crate::upload::{Status, UploadError, UploadId};
@@ -48,11 +48,8 @@ pub fn check_final_request(headers: &HeaderMap) -> Result<(), ApiError> {
             "a final upload's length is its parts' total: send no Upload-Length",
         ));
     }
-    let has_body = headers
-        .get("Content-Length")
-        .is_some_and(|v| v.as_bytes() != b"0")
-        || headers.contains_key("Transfer-Encoding");
-    if has_body {
+    let content_length = optional_count(headers, "Content-Length", "invalid_content_length")?;
+    if has_body(headers, content_length) {
         return Err(invalid("a final upload takes no data: append to its parts"));
     }
     Ok(())

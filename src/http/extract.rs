@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{self, HeaderMap};
 use actix_web::{web, HttpRequest};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -202,6 +202,11 @@ fn content_digest(text: &str) -> Result<ChunkChecksum, ApiError> {
         "unsupported_checksum_algorithm",
         "Content-Digest names no algorithm this server checks; send sha-256",
     ))
+}
+
+/// Whether a request carries a body: a `Content-Length` above 0, or a chunked one.
+pub fn has_body(headers: &HeaderMap, content_length: Option<u64>) -> bool {
+    content_length.is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING)
 }
 
 /// A header map for tests.

@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
-use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::header::HeaderMap;
 use actix_web::{web, HttpRequest};
 
 use super::conn::GatedBody;
 use super::extract::{
-    chunk_checksum, client, detached, is_multipart, optional_count, parse_id, required_count,
-    upload_complete,
+    chunk_checksum, client, detached, has_body, is_multipart, optional_count, parse_id,
+    required_count, upload_complete,
 };
 use super::metadata;
 use super::{respond, Ctx};
@@ -110,8 +110,7 @@ impl Creation {
             metadata: described.raw,
             partial,
         };
-        let has_body = content_length.is_some_and(|n| n > 0)
-            || headers.contains_key(header::TRANSFER_ENCODING);
+        let has_body = has_body(headers, content_length);
         let first = AppendRequest {
             offset: 0,
             length: None,

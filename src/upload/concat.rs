@@ -297,7 +297,7 @@ impl Engine {
     }
 
     /// Called when an upload is removed: its final (if not assembled yet) and, for a final,
-    /// its parts go with it.
+    /// its parts go with it (and a waiting final's other parts with that final).
     pub(super) async fn remove_related(&self, upload: &Upload, reason: &str) {
         let related: Vec<UploadId> = match &upload.concat {
             Concat::Whole | Concat::Partial { whole: None } => return,
@@ -305,36 +305,39 @@ impl Engine {
             Concat::Final { parts } => parts.clone(),
         };
         for id in related {
-            let removed = async {
-                let guard = self.cluster.lock(id, Purpose::Remove).await;
-                let Some(other) = self.meta.get(id).await? else {
-                    return Ok(());
-                };
-                // An assembled final keeps its own bytes.
-                let keep = other.removed_at.is_some()
-                    || (matches!(other.concat, Concat::Final { .. })
-                        && other.state != State::Uploading);
-                if keep {
-                    return Ok(());
+            let parts = match self.remove_tied(id, reason).await {
+                Ok(Some(Upload {
+                    concat: Concat::Final { parts },
+                    ..
+                })) => parts,
+                Ok(_) => continue,
+                Err(e) => {
+                    warn!(upload = %id, error = %e, "removing an upload tied to a removed one failed");
+                    continue;
                 }
-                self.remove(&other, reason).await?;
-                drop(guard);
-                if let Concat::Final { parts } = &other.concat {
-                    for part in parts.iter().filter(|p| **p != upload.id) {
-                        let _guard = self.cluster.lock(*part, Purpose::Remove).await;
-                        if let Some(p) = self.meta.get(*part).await? {
-                            if p.removed_at.is_none() {
-                                self.remove(&p, reason).await?;
-                            }
-                        }
-                    }
-                }
-                Ok::<_, UploadError>(())
             };
-            if let Err(e) = removed.await {
-                warn!(upload = %id, error = %e, "removing an upload tied to a removed one failed");
+            for part in parts.into_iter().filter(|p| *p != upload.id) {
+                if let Err(e) = self.remove_tied(part, reason).await {
+                    warn!(upload = %part, error = %e, "removing a part of a removed final failed");
+                }
             }
         }
+    }
+
+    /// Removes `id` under its lock if it is still live, unless it is an assembled final (it
+    /// keeps its own bytes). Returns what it removed.
+    async fn remove_tied(&self, id: UploadId, reason: &str) -> Result<Option<Upload>> {
+        let _guard = self.cluster.lock(id, Purpose::Remove).await;
+        let Some(upload) = self.meta.get(id).await? else {
+            return Ok(None);
+        };
+        let assembled =
+            matches!(upload.concat, Concat::Final { .. }) && upload.state != State::Uploading;
+        if upload.removed_at.is_some() || assembled {
+            return Ok(None);
+        }
+        self.remove(&upload, reason).await?;
+        Ok(Some(upload))
     }
 
     /// The status an upload shows: a final not assembled yet shows its parts' progress.
