@@ -168,7 +168,10 @@ impl Engine {
             // Parts of deferred lengths that add up past the limit: it can never be made.
             return self.fail_final(upload, "too_large", &parts).await;
         }
-        let written = self.write_whole(upload, &loaded, total).await;
+        let written = {
+            let _turn = self.assemblies.acquire().await;
+            self.write_whole(upload, &loaded, total).await
+        };
         let (hasher, store_state) = match written {
             Ok(written) => written,
             // Parts whose bytes are not what their records say never will be: trying again

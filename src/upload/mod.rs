@@ -109,6 +109,9 @@ pub struct Engine {
     hooks: Option<Arc<Hooks>>,
     /// Streamed creates whose `post-create` waits for their bytes: no `post-receive` before it.
     unannounced: std::sync::Mutex<std::collections::HashSet<UploadId>>,
+    /// Finals being assembled at once: each holds a reader thread and several MiB of buffers,
+    /// and the disk is the limit anyway, so many clients' finals take turns.
+    assemblies: tokio::sync::Semaphore,
 }
 
 type Result<T> = std::result::Result<T, UploadError>;
@@ -132,6 +135,7 @@ impl Engine {
             settings,
             hooks: None,
             unannounced: Default::default(),
+            assemblies: tokio::sync::Semaphore::new(2),
         }
     }
 
