@@ -11,7 +11,7 @@ use super::respond::{self, status_response};
 use super::{concat, flow, form_answer, multipart, tus, Ctx};
 use crate::error::ApiError;
 use crate::upload::input::parse_sha256_hex;
-use crate::upload::{Engine, NewUpload, State, UploadId};
+use crate::upload::{Engine, NewUpload, UploadId};
 
 /// A JSON creation body is a few hundred bytes; this is generous.
 const JSON_BODY_LIMIT: usize = 64 * 1024;
@@ -188,14 +188,7 @@ pub async fn head(
     let mut response = respond::head(&status);
     tus::expiration(&mut response, &status);
     concat::describe(&mut response, &ctx, &status);
-    let mut response = response.finish();
-    if status.parts.is_some() && status.state == State::Uploading {
-        // tus: a final upload has no offset of its own until it is assembled, and its length
-        // is not deferred: it is its parts' total, shown once every part knows its own.
-        response.headers_mut().remove("upload-offset");
-        response.headers_mut().remove("upload-defer-length");
-    }
-    Ok(response)
+    Ok(response.finish())
 }
 
 /// `PATCH /uploads/{id}`: the body, streamed to disk at `Upload-Offset`; the status as JSON.

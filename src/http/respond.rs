@@ -9,7 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, HttpResponseBuilder};
 
 use super::Ctx;
-use crate::upload::Status;
+use crate::upload::{State, Status};
 
 /// The status as an answer: JSON body, `Upload-Offset`, never cached.
 pub fn status_response(code: StatusCode, status: &Status) -> HttpResponse {
@@ -57,18 +57,22 @@ pub fn appended(status: &Status) -> HttpResponseBuilder {
 
 /// `HEAD /uploads/{id}` in every protocol: the offset, the length if known (else tus'
 /// `Upload-Defer-Length: 1`), and tus `Upload-Metadata` as it was given.
+/// A final upload still waiting for its parts has no offset of its own, and its length is
+/// not deferred: it is the parts' total, shown once every part knows its own (tus).
 pub fn head(status: &Status) -> HttpResponseBuilder {
+    let waiting_final = status.parts.is_some() && status.state == State::Uploading;
     let mut response = HttpResponse::Ok();
-    response
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header(("Upload-Offset", status.received.to_string()));
+    response.insert_header((header::CACHE_CONTROL, "no-store"));
+    if !waiting_final {
+        response.insert_header(("Upload-Offset", status.received.to_string()));
+    }
     if let Some(size) = status.size {
         response.insert_header(("Upload-Length", size.to_string()));
     }
     if let Some(metadata) = &status.raw_metadata {
         response.insert_header(("Upload-Metadata", metadata.clone()));
     }
-    if status.size.is_none() {
+    if status.size.is_none() && !waiting_final {
         response.insert_header(("Upload-Defer-Length", "1"));
     }
     response
