@@ -3,6 +3,7 @@
 //! shares it.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use crate::upload::{Engine, MinRate, Settings, UploadError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("cannot create the data directory {0}: {1}")]
+    #[error("cannot create or sync the data directory {0}: {1}")]
     DataDir(std::path::PathBuf, std::io::Error),
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -106,7 +107,7 @@ impl Application {
 /// Opens the metadata backend and the byte store the config names, builds the engine over
 /// them, and repairs what an unclean stop left behind.
 async fn open_engine(config: &Config) -> Result<Arc<Engine>, StartupError> {
-    std::fs::create_dir_all(&config.data_dir)
+    crate::store::dirs::create(&config.data_dir)
         .map_err(|e| StartupError::DataDir(config.data_dir.clone(), e))?;
     let url = config.database_url();
     let backend = Backend::of(&url);
@@ -124,6 +125,11 @@ async fn open_engine(config: &Config) -> Result<Arc<Engine>, StartupError> {
         _ => 4,
     };
     let meta = SqlMeta::connect(&url, connections).await?;
+    // SQLite syncs the directory of the journal it creates, never of the database file: a
+    // power cut could otherwise take a new database, and every upload in it, away.
+    if let Some(dir) = sqlite_file(&url).as_deref().and_then(Path::parent) {
+        crate::store::dirs::sync(dir).map_err(|e| StartupError::DataDir(dir.to_path_buf(), e))?;
+    }
     // Over PostgreSQL, other instances may share the uploads: locks and progress go through it.
     let cluster: Arc<dyn Cluster> = match backend {
         Some(Backend::Postgres) => Arc::new(
@@ -165,6 +171,18 @@ async fn open_engine(config: &Config) -> Result<Arc<Engine>, StartupError> {
         );
     }
     Ok(engine)
+}
+
+/// The file an SQLite URL names (none in memory or for another database).
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    match path {
+        "" | ":memory:" => None,
+        _ => Some(PathBuf::from(path)),
+    }
 }
 
 /// A byte store, with what follows from its kind.

@@ -18,7 +18,7 @@ impl FsStore {
     /// The store in `dir` (created if missing).
     pub fn open(dir: &Path) -> Result<FsStore> {
         let dir = dir.to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| StoreError::new("create", dir.display(), e))?;
+        super::dirs::create(&dir).map_err(|e| StoreError::new("create", dir.display(), e))?;
         Ok(FsStore { dir })
     }
 
@@ -50,9 +50,7 @@ impl FsStore {
     }
 
     fn sync_dir(&self) -> Result<()> {
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StoreError::new("sync", self.dir.display(), e))
+        super::dirs::sync(&self.dir).map_err(|e| StoreError::new("sync", self.dir.display(), e))
     }
 
     fn remove_now(&self, id: &str) -> Result<()> {

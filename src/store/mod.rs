@@ -5,6 +5,7 @@
 //! knows an upload by its id and its bytes by their offsets.
 
 mod bulk_read;
+pub mod dirs;
 mod fs;
 mod part_copy;
 mod s3;

@@ -1,0 +1,42 @@
+//! Directories that survive a power cut: a directory's entry lives in its parent, so the
+//! parent is synced after the directory is made (a file's fsync does not make its name durable,
+//! nor a directory's its own entry).
+
+use std::fs::{self, File};
+use std::io;
+use std::path::Path;
+
+/// Creates `dir` and its missing ancestors, each made durable in its parent, and syncs `dir`'s
+/// parent even when nothing was missing: an earlier run may have made it and lost the power
+/// before that was synced.
+pub fn create(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        missing.push(path);
+        at = path.parent();
+    }
+    for path in missing.iter().rev() {
+        match fs::create_dir(path) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => sync_parent(path)?,
+        }
+    }
+    if missing.is_empty() {
+        sync_parent(dir)?;
+    }
+    Ok(())
+}
+
+/// Makes the entries created, removed or renamed in `dir` durable.
+pub fn sync(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn sync_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync(parent),
+        // A relative path's parent is the working directory.
+        _ => sync(Path::new(".")),
+    }
+}
