@@ -2,6 +2,7 @@
 //! HTTP, WebSocket and SSE to it, as API.md describes.
 
 mod append;
+mod backup;
 mod browser_safety;
 mod cli;
 mod cluster;
