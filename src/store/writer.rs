@@ -173,6 +173,8 @@ impl Sink for FileWriter {
     /// Makes every byte written so far durable.
     fn sync(&mut self) -> Result<u64> {
         self.flush_stage()?;
+        // Keeps "every acknowledged `received` survives": `received` is committed only up to
+        // the offset this returns (without it the power-cut test fails at its first cut).
         self.file
             .sync_data()
             .map_err(|e| StoreError::new("sync", self.path.display(), e))?;
@@ -184,6 +186,8 @@ impl Sink for FileWriter {
         if let Some(stage) = self.stage.as_mut() {
             stage.clear();
         }
+        // Synced so that a discarded chunk cannot reappear past `received` after a cut (the
+        // power-cut test sends no checksums, so it does not exercise this one).
         self.file
             .set_len(len)
             .and_then(|_| self.file.sync_all())
