@@ -2,10 +2,132 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
+use serde::{Serialize, Serializer};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
 
 use crate::meta::MetaError;
-use crate::upload::UploadError;
+use crate::upload::{Status, UploadError};
+
+/// Every `error` code an answer can carry: what `ApiError::code` and its `UploadError` codes
+/// give, and the codes handlers pass to `ApiError::bad_request`. The OpenAPI document
+/// (`GET /openapi.json`) lists these; a test holds the list to exactly the codes the source
+/// produces.
+pub const ERROR_CODES: &[&str] = &[
+    // 400
+    "invalid_id",
+    "invalid_json",
+    "invalid_body",
+    "invalid_name",
+    "invalid_size",
+    "invalid_content_type",
+    "invalid_sha256",
+    "invalid_form",
+    "missing_file",
+    "incomplete_body",
+    "invalid_offset",
+    "invalid_length",
+    "invalid_content_length",
+    "invalid_checksum",
+    "unsupported_checksum_algorithm",
+    "checksum_incomplete",
+    "checksum_trailer_unsupported",
+    "invalid_metadata",
+    "invalid_concat",
+    "not_partial",
+    "invalid_upload_complete",
+    "unsupported_draft_version",
+    "invalid_query",
+    "invalid_received",
+    "invalid_timeout",
+    "invalid_websocket",
+    "invalid_file_id",
+    "invalid_start_byte",
+    // 401, 403, 421
+    "unauthorized",
+    "forbidden_origin",
+    "forbidden",
+    "final_upload",
+    "misdirected_request",
+    // 404, 405, 408
+    "not_found",
+    "method_not_allowed",
+    "idle_timeout",
+    "body_too_slow",
+    // 409, 410
+    "offset_mismatch",
+    "not_uploading",
+    "length_mismatch",
+    "not_complete",
+    "partial_upload",
+    "partial_taken",
+    "superseded",
+    "gone",
+    // 412, 413, 415, 416, 422, 429, 431, 460
+    "unsupported_version",
+    "too_large",
+    "body_too_large",
+    "unsupported_media_type",
+    "range_not_satisfiable",
+    "sha256_mismatch",
+    "too_many_watchers",
+    "rate_limited",
+    "headers_too_large",
+    "checksum_mismatch",
+    // a hook's refusal, with the status it chose
+    "rejected",
+    // 5xx, 507
+    "internal_error",
+    "storage_error",
+    "database_error",
+    "parts_unreadable",
+    "too_many_appends",
+    "shutting_down",
+    "storage_unavailable",
+    "hook_unavailable",
+    "unhealthy",
+    "insufficient_storage",
+];
+
+/// The JSON body of every error answer (API.md, "Errors").
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The stable machine-readable code.
+    pub error: ErrorCode,
+    /// For humans; its wording may change.
+    pub message: String,
+    /// The bytes the upload has received, where that helps the client resume; the same
+    /// number is then in `Upload-Offset`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub received: Option<u64>,
+    /// `sha256_mismatch` only: the upload's status, now `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+}
+
+/// An error code: one of `ERROR_CODES`, serialized as the string itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
+
+impl Serialize for ErrorCode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0)
+    }
+}
+
+impl utoipa::PartialSchema for ErrorCode {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(ERROR_CODES.iter().copied()))
+            .description(Some(
+                "The stable machine-readable code of API.md's error table.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ErrorCode {}
 
 /// Everything a handler can fail with: the engine's errors and the HTTP layer's own.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +163,9 @@ pub enum ApiError {
     MisdirectedRequest(String),
     #[error("too many watchers are open (limit {limit})")]
     TooManyWatchers { per_upload: bool, limit: usize },
+    /// With the methods the path takes, for `Allow` (RFC 9110 requires it on a 405).
     #[error("this method is not allowed here")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: &'static str },
     #[error("unhealthy: {0}")]
     Unhealthy(String),
     #[error("this server speaks tus {0}")]
@@ -105,7 +228,7 @@ impl ApiError {
             ApiError::MetricsLoopbackOnly => "forbidden",
             ApiError::MisdirectedRequest(_) => "misdirected_request",
             ApiError::TooManyWatchers { .. } => "too_many_watchers",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Unhealthy(_) => "unhealthy",
             ApiError::UnsupportedTusVersion(_) => "unsupported_version",
             ApiError::AfterCreate { error, .. } | ApiError::WithStatus { error, .. } => {
@@ -268,7 +391,7 @@ impl ResponseError for ApiError {
                 per_upload: true, ..
             } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TooManyWatchers { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unhealthy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnsupportedTusVersion(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::AfterCreate { error, .. } => error.status_code(),
@@ -297,15 +420,19 @@ impl ResponseError for ApiError {
         } else if status == StatusCode::SERVICE_UNAVAILABLE {
             tracing::warn!(error = %self, "request refused");
         }
-        let mut body = json!({ "error": self.code(), "message": self.client_message() });
+        let mut body = ErrorBody {
+            error: ErrorCode(self.code()),
+            message: self.client_message(),
+            received: self.received(),
+            status: None,
+        };
         let mut response = HttpResponse::build(status);
         response.insert_header((header::CACHE_CONTROL, "no-store"));
-        if let Some(received) = self.received() {
-            body["received"] = json!(received);
+        if let Some(received) = body.received {
             response.insert_header(("Upload-Offset", received.to_string()));
         }
         if let ApiError::Upload(UploadError::Sha256Mismatch { status, .. }) = self {
-            body["status"] = json!(status);
+            body.status = Some(Status::clone(status));
         }
         if let ApiError::Upload(
             UploadError::TooManyAppends | UploadError::TooManyClientAppends { .. },
@@ -324,6 +451,9 @@ impl ResponseError for ApiError {
         if let ApiError::RateLimited { retry_after } = self {
             response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
         }
+        if let ApiError::MethodNotAllowed { allow } = self {
+            response.insert_header((header::ALLOW, *allow));
+        }
         if let ApiError::Unauthorized = self {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
@@ -331,5 +461,142 @@ impl ResponseError for ApiError {
             response.insert_header((header::CONTENT_RANGE, format!("bytes */{len}")));
         }
         response.json(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody as _;
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// The string literals in `text`.
+    fn literals(text: &str) -> Vec<&str> {
+        text.split('"').skip(1).step_by(2).collect()
+    }
+
+    /// The codes passed to each call of `function` in `text`: its first argument when that is
+    /// a string literal (`last` false), or its last one (`last` true).
+    fn codes_passed_to<'a>(text: &'a str, function: &str, last: bool) -> Vec<&'a str> {
+        let call = format!("{function}(");
+        let mut codes = Vec::new();
+        for (at, _) in text.match_indices(&call) {
+            let rest = &text[at + call.len()..];
+            // The argument list: up to the parenthesis that closes it.
+            let mut depth = 1;
+            let end = rest
+                .char_indices()
+                .find(|&(_, c)| {
+                    depth += match c {
+                        '(' => 1,
+                        ')' => -1,
+                        _ => 0,
+                    };
+                    depth == 0
+                })
+                .map_or(rest.len(), |(end, _)| end);
+            let args = &rest[..end];
+            let found = match last {
+                false if args.trim_start().starts_with('"') => literals(args).first().copied(),
+                true if args.trim_end().trim_end_matches(',').ends_with('"') => {
+                    literals(args).last().copied()
+                }
+                _ => None,
+            };
+            codes.extend(found);
+        }
+        codes
+    }
+
+    fn sources(dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("src/ is readable") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(std::fs::read_to_string(&path).expect("a source file"));
+            }
+        }
+    }
+
+    /// `ERROR_CODES` is exactly the set of codes the source can answer with: those of
+    /// `ApiError::code` and `upload_code`, and every code handed to `bad_request` or to the
+    /// header readers.
+    #[test]
+    fn error_codes_lists_every_code_the_source_produces() {
+        let listed: BTreeSet<&str> = ERROR_CODES.iter().copied().collect();
+        assert_eq!(listed.len(), ERROR_CODES.len(), "a code is listed twice");
+
+        let this = include_str!("error.rs");
+        let body_of = |signature: &str| {
+            let start = this.find(signature).expect("the function is in error.rs");
+            let end = start + this[start..].find("\n}\n").unwrap_or(this.len() - start);
+            &this[start..end]
+        };
+        let code_fn = body_of("    pub fn code(&self)");
+        let code_fn = &code_fn[..code_fn.find("\n    }\n").unwrap_or(code_fn.len())];
+        let mut produced: BTreeSet<String> = literals(code_fn)
+            .into_iter()
+            .chain(literals(body_of("fn upload_code(")))
+            .map(str::to_owned)
+            .collect();
+
+        let mut files = Vec::new();
+        sources(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        for file in &files {
+            for code in codes_passed_to(file, "bad_request", false) {
+                produced.insert(code.to_owned());
+            }
+            for function in ["optional_count", "required_count"] {
+                for code in codes_passed_to(file, function, true) {
+                    produced.insert(code.to_owned());
+                }
+            }
+        }
+        let produced: BTreeSet<&str> = produced.iter().map(String::as_str).collect();
+        let unlisted: Vec<_> = produced.difference(&listed).collect();
+        let unused: Vec<_> = listed.difference(&produced).collect();
+        assert!(
+            unlisted.is_empty(),
+            "codes missing from ERROR_CODES: {unlisted:?}"
+        );
+        assert!(
+            unused.is_empty(),
+            "ERROR_CODES that nothing produces: {unused:?}"
+        );
+    }
+
+    #[test]
+    fn an_error_answers_its_code_message_and_offset_as_json() {
+        let error = ApiError::Upload(UploadError::OffsetMismatch {
+            given: 1,
+            received: 5,
+        });
+        let response = error.error_response();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        let header = |name: &str| response.headers().get(name).map(|v| v.as_bytes().to_vec());
+        assert_eq!(header("upload-offset"), Some(b"5".to_vec()));
+        assert_eq!(header("cache-control"), Some(b"no-store".to_vec()));
+        let body = response.into_body().try_into_bytes().expect("a whole body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "error": "offset_mismatch",
+                "message": "Upload-Offset is 1, but the upload has received 5 bytes",
+                "received": 5,
+            })
+        );
+        let plain = ApiError::bad_request("invalid_offset", "no");
+        let body = plain.error_response().into_body().try_into_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body.expect("a body")).expect("JSON");
+        assert_eq!(
+            json,
+            serde_json::json!({"error": "invalid_offset", "message": "no"})
+        );
     }
 }

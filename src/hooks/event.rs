@@ -72,10 +72,11 @@ impl FromStr for EventKind {
 }
 
 /// The client request behind an event, as a hook sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RequestInfo {
     pub method: String,
     pub path: String,
+    #[schema(required = true)]
     pub remote_addr: Option<String>,
     /// Lowercase names; repeated headers joined with ", ".
     pub headers: BTreeMap<String, String>,
@@ -121,13 +122,19 @@ pub struct QueuedEvent {
     pub body: String,
 }
 
-#[derive(Serialize)]
-struct Wire<'a> {
+/// The event JSON a hook receives (`HookEvent` in the OpenAPI document).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = HookEvent)]
+pub(crate) struct Wire<'a> {
+    #[schema(format = "uuid")]
     event_id: &'a str,
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     kind: &'static str,
+    #[schema(format = DateTime)]
     time: String,
     upload: &'a Status,
+    #[schema(required = true)]
     request: Option<&'a RequestInfo>,
 }
 

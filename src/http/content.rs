@@ -6,11 +6,60 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::extract::parse_id;
+use super::openapi::UploadIdPath;
 use super::range::{self, RangeAnswer};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::upload::Engine;
 
 /// `GET /uploads/{id}/content`: the stored file, with Range, ETag and a download name.
+#[utoipa::path(
+    get,
+    path = "/uploads/{id}/content",
+    operation_id = "getUploadContent",
+    tag = "uploads",
+    summary = "Download the complete file",
+    description = "Typed as the upload's `content_type` (default `application/octet-stream`), \
+        never sniffed or run as a page of this origin.",
+    params(
+        UploadIdPath,
+        ("Range" = Option<String>, Header, description = "One byte range, `bytes=first-last`, `bytes=first-` or `bytes=-suffix`; several ranges or a malformed one get the whole file."),
+        ("If-Range" = Option<String>, Header, description = "The range applies only if this is the file's `ETag`."),
+        ("If-None-Match" = Option<String>, Header, description = "`304` when it names the file's `ETag` (or is `*`)."),
+    ),
+    responses(
+        (status = 200, description = "The whole file.", content(("*/*")),
+            headers(
+                ("Content-Disposition" = String, description = "Always `attachment; filename=\"…\"; filename*=UTF-8''…`."),
+                ("ETag" = String, description = "Always: the file's SHA-256 in quotes."),
+                ("Accept-Ranges" = String, description = "Always `bytes`."),
+                ("Cache-Control" = String, description = "Always `private, no-cache`."),
+                ("X-Content-Type-Options" = String, description = "Always `nosniff`."),
+                ("Content-Security-Policy" = String, description = "Always `sandbox`."),
+            )),
+        (status = 206, description = "The byte range asked for.", content(("*/*")),
+            headers(
+                ("Content-Range" = String, description = "Always `bytes first-last/length`."),
+                ("Content-Disposition" = String, description = "Always `attachment; filename=\"…\"; filename*=UTF-8''…`."),
+                ("ETag" = String, description = "Always: the file's SHA-256 in quotes."),
+                ("Accept-Ranges" = String, description = "Always `bytes`."),
+                ("Cache-Control" = String, description = "Always `private, no-cache`."),
+                ("X-Content-Type-Options" = String, description = "Always `nosniff`."),
+                ("Content-Security-Policy" = String, description = "Always `sandbox`."),
+            )),
+        (status = 304, description = "`If-None-Match` names the file's `ETag`.",
+            headers(
+                ("ETag" = String, description = "Always: the file's SHA-256 in quotes."),
+                ("Cache-Control" = String, description = "Always `private, no-cache`."),
+            )),
+        (status = 400, body = ErrorBody, description = "`invalid_id`: not a lowercase UUID with hyphens."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no upload has this id."),
+        (status = 409, body = ErrorBody, description = "`not_complete` (with `received`), or `partial_upload`: a part of another upload."),
+        (status = 410, body = ErrorBody, description = "`gone`: the upload was deleted or expired."),
+        (status = 416, body = ErrorBody, description = "`range_not_satisfiable`: the range is outside the file."),
+        (status = 500, body = ErrorBody, description = "`storage_error`, `database_error` or `internal_error`."),
+        (status = 503, body = ErrorBody, description = "`storage_unavailable`: retry later."),
+    ),
+)]
 pub async fn content(
     req: HttpRequest,
     path: web::Path<String>,
@@ -56,6 +105,58 @@ pub async fn content(
     };
     let body = content.stream(start, count).await?;
     Ok(response.no_chunking(count).streaming(body))
+}
+
+/// `HEAD /uploads/{id}/content`: what `GET` answers, without the body.
+#[utoipa::path(
+    head,
+    path = "/uploads/{id}/content",
+    operation_id = "headUploadContent",
+    tag = "uploads",
+    summary = "The download's headers",
+    params(
+        UploadIdPath,
+        ("Range" = Option<String>, Header, description = "One byte range, as for `GET`."),
+        ("If-Range" = Option<String>, Header, description = "The range applies only if this is the file's `ETag`."),
+        ("If-None-Match" = Option<String>, Header, description = "`304` when it names the file's `ETag` (or is `*`)."),
+    ),
+    responses(
+        (status = 200, description = "The whole file's headers.",
+            headers(
+                ("Content-Disposition" = String, description = "Always `attachment; filename=\"…\"; filename*=UTF-8''…`."),
+                ("ETag" = String, description = "Always: the file's SHA-256 in quotes."),
+                ("Accept-Ranges" = String, description = "Always `bytes`."),
+                ("Cache-Control" = String, description = "Always `private, no-cache`."),
+                ("X-Content-Type-Options" = String, description = "Always `nosniff`."),
+                ("Content-Security-Policy" = String, description = "Always `sandbox`."),
+            )),
+        (status = 206, description = "The range's headers.",
+            headers(
+                ("Content-Range" = String, description = "Always `bytes first-last/length`."),
+                ("ETag" = String, description = "Always: the file's SHA-256 in quotes."),
+                ("Accept-Ranges" = String, description = "Always `bytes`."),
+                ("Cache-Control" = String, description = "Always `private, no-cache`."),
+            )),
+        (status = 304, description = "`If-None-Match` names the file's `ETag`.",
+            headers(
+                ("ETag" = String, description = "Always: the file's SHA-256 in quotes."),
+                ("Cache-Control" = String, description = "Always `private, no-cache`."),
+            )),
+        (status = 400, description = "`invalid_id`: not a lowercase UUID with hyphens."),
+        (status = 404, description = "`not_found`: no upload has this id."),
+        (status = 409, description = "`not_complete` or `partial_upload`."),
+        (status = 410, description = "`gone`: the upload was deleted or expired."),
+        (status = 416, description = "`range_not_satisfiable`: the range is outside the file."),
+        (status = 500, description = "`storage_error`, `database_error` or `internal_error`."),
+        (status = 503, description = "`storage_unavailable`: retry later."),
+    ),
+)]
+pub async fn head(
+    req: HttpRequest,
+    path: web::Path<String>,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse, ApiError> {
+    content(req, path, engine).await
 }
 
 fn etag_matches(header_value: &str, etag: &str) -> bool {

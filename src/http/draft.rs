@@ -48,7 +48,7 @@ pub async fn create(
     let created = creation.run(body, engine, &ctx).await?;
     let mut response = respond::created(created.location, &created.status);
     progress(&mut response, &created.status, version(&req), max_size);
-    Ok(response.finish())
+    Ok(response.json(&created.status))
 }
 
 /// `PATCH /uploads/{id}` with `Upload-Draft-Interop-Version`: 204 with the new offset.

@@ -20,6 +20,7 @@ mod metadata;
 mod middleware;
 mod multipart;
 mod native;
+mod openapi;
 mod origin;
 mod page;
 mod protocol;
@@ -42,7 +43,7 @@ pub use rate::{parse_rate, CreateRate};
 pub use watch::WatcherSlots;
 
 use actix_web::http::Method;
-use actix_web::{guard, web, HttpResponse};
+use actix_web::{web, HttpResponse};
 
 use crate::error::ApiError;
 use protocol::{is_draft, is_tus};
@@ -71,7 +72,11 @@ pub fn tutorial_routes(cfg: &mut web::ServiceConfig) {
 
 /// The one route table. Where the protocols differ, a guard picks tus' or the draft's
 /// handler and the native one is the fallback; the protocol middleware has already refused
-/// versions not served and applied `X-HTTP-Method-Override`. Other methods are 405.
+/// versions not served and applied `X-HTTP-Method-Override`. Other methods are 405, with
+/// `Allow`.
+///
+/// `GET /openapi.json` describes every route and method here (and the tutorial's); its test
+/// (tests/e2e/openapi.rs) reads the paths from this source, so add routes in this form.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/uploads")
@@ -79,7 +84,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::post().guard(is_draft).to(draft::create))
             .route(web::post().to(native::create))
             .route(web::method(Method::OPTIONS).to(tus::options))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(only("POST, OPTIONS")),
     )
     .service(
         web::resource("/uploads/{id}")
@@ -92,37 +97,41 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::patch().to(native::append))
             // tus termination is the native DELETE.
             .route(web::delete().to(native::delete))
-            .route(web::method(Method::OPTIONS).to(tus::options))
-            .default_service(web::to(method_not_allowed)),
+            .route(web::method(Method::OPTIONS).to(tus::options_upload))
+            .default_service(only("GET, HEAD, PATCH, DELETE, OPTIONS")),
     )
     .service(
         web::resource("/uploads/{id}/content")
-            .route(
-                web::route()
-                    .guard(guard::Any(guard::Get()).or(guard::Head()))
-                    .to(content::content),
-            )
-            .default_service(web::to(method_not_allowed)),
+            .route(web::get().to(content::content))
+            .route(web::head().to(content::head))
+            .default_service(only("GET, HEAD")),
     )
-    .route("/uploads/{id}/poll", web::get().to(watch::poll))
-    .route("/uploads/{id}/ws", web::get().to(watch::websocket))
-    .route("/uploads/{id}/events", web::get().to(watch::events))
-    .route("/uploads/{id}/view", web::get().to(page::view))
-    .route("/healthz", web::get().to(native::healthz))
-    .route("/metrics", web::get().to(native::metrics))
-    .route(
-        "/",
-        web::route()
-            .guard(guard::Any(guard::Get()).or(guard::Head()))
-            .to(page::index),
+    .service(get_only("/uploads/{id}/poll").route(web::get().to(watch::poll)))
+    .service(get_only("/uploads/{id}/ws").route(web::get().to(watch::websocket)))
+    .service(get_only("/uploads/{id}/events").route(web::get().to(watch::events)))
+    .service(get_only("/uploads/{id}/view").route(web::get().to(page::view)))
+    .service(get_only("/healthz").route(web::get().to(native::healthz)))
+    .service(get_only("/metrics").route(web::get().to(native::metrics)))
+    .service(
+        web::resource("/")
+            .route(web::get().to(page::index))
+            .route(web::head().to(page::index_head))
+            .default_service(only("GET, HEAD")),
     )
-    .route("/static/{path}", web::get().to(page::asset))
-    .route("/favicon.ico", web::get().to(page::favicon))
+    .service(get_only("/static/{path}").route(web::get().to(page::asset)))
+    .service(get_only("/favicon.ico").route(web::get().to(page::favicon)))
+    .service(get_only("/openapi.json").route(web::get().to(openapi::document)))
     .default_service(web::to(not_found));
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// A path that takes only GET; any other method is 405.
+fn get_only(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(only("GET"))
+}
+
+/// The answer to a method a path does not take: 405, with `Allow: <allow>`.
+fn only(allow: &'static str) -> actix_web::Route {
+    web::to(move || async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow }) })
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

@@ -11,6 +11,20 @@ use crate::error::ApiError;
 use crate::upload::input::parse_sha256_hex;
 use crate::upload::{Engine, NewUpload, Status, Streamed};
 
+/// The form's shape, for the OpenAPI document (`create` reads the parts as they stream).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(super) struct CreateForm {
+    /// The file; its part's file name names the upload unless `name` is given.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// The upload's name, instead of the file part's file name.
+    name: Option<String>,
+    /// The whole file's SHA-256, 64 hexadecimal digits.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
+    sha256: Option<String>,
+}
+
 /// Text fields (`name`, `sha256`) are short; anything longer is a mistake.
 const TEXT_FIELD_LIMIT: usize = 1024;
 

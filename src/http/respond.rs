@@ -36,11 +36,14 @@ pub fn created_json(ctx: &Ctx, status: &Status) -> HttpResponse {
     response
 }
 
-/// A tus or draft creation's answer, before the protocol's own headers: 201, `Location`
-/// and `Upload-Offset`, no body.
+/// A tus or draft creation's answer, before the protocol's own headers and the status as its
+/// JSON body (as the native creation's, so that one document describes all three): 201,
+/// `Location` and `Upload-Offset`. tus and the draft leave the body open; their clients read
+/// the headers.
 pub fn created(location: String, status: &Status) -> HttpResponseBuilder {
     let mut response = HttpResponse::Created();
     response
+        .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::LOCATION, location))
         .insert_header(("Upload-Offset", status.received.to_string()));
     response

@@ -19,6 +19,29 @@ const CHECKSUM_ALGORITHMS: &str = "sha1,sha256";
 const TUS_CONTENT_TYPE: &str = "application/offset+octet-stream";
 
 /// `OPTIONS /uploads` and `/uploads/{id}`, whatever the protocol: what this server speaks.
+#[utoipa::path(
+    options,
+    path = "/uploads",
+    operation_id = "discoverUploads",
+    tag = "uploads",
+    summary = "What this server speaks (tus discovery, the draft's limits)",
+    params(
+        ("Tus-Resumable" = Option<String>, Header,
+            description = "tus clients send their version; any is answered."),
+    ),
+    responses(
+        (status = 200, description = "The protocols' capabilities, in headers.",
+            headers(
+                ("Tus-Resumable" = String, description = "Always `1.0.0`."),
+                ("Tus-Version" = String, description = "Always `1.0.0`."),
+                ("Tus-Extension" = String, description = "Always: the tus extensions offered."),
+                ("Tus-Checksum-Algorithm" = String, description = "Always `sha1,sha256`."),
+                ("Tus-Max-Size" = u64, description = "`--max-upload-size`, when set."),
+                ("Accept-Patch" = String, description = "Always `application/partial-upload` (the draft's appends)."),
+                ("Upload-Limit" = String, description = "draft: `max-size=…`, when `--max-upload-size` is set."),
+            )),
+    ),
+)]
 pub async fn options(engine: web::Data<Engine>) -> HttpResponse {
     let mut response = HttpResponse::Ok();
     response
@@ -31,6 +54,36 @@ pub async fn options(engine: web::Data<Engine>) -> HttpResponse {
     }
     draft::discovery(&mut response, max_size);
     response.finish()
+}
+
+/// `OPTIONS /uploads/{id}`: the same as `OPTIONS /uploads` (the id is not looked at).
+#[utoipa::path(
+    options,
+    path = "/uploads/{id}",
+    operation_id = "discoverUpload",
+    tag = "uploads",
+    summary = "What this server speaks (the same as OPTIONS /uploads)",
+    description = "The id is not looked at: any id is answered.",
+    params(
+        ("id" = String, Path, description = "Any id."),
+        ("Tus-Resumable" = Option<String>, Header,
+            description = "tus clients send their version; any is answered."),
+    ),
+    responses(
+        (status = 200, description = "The protocols' capabilities, in headers.",
+            headers(
+                ("Tus-Resumable" = String, description = "Always `1.0.0`."),
+                ("Tus-Version" = String, description = "Always `1.0.0`."),
+                ("Tus-Extension" = String, description = "Always: the tus extensions offered."),
+                ("Tus-Checksum-Algorithm" = String, description = "Always `sha1,sha256`."),
+                ("Tus-Max-Size" = u64, description = "`--max-upload-size`, when set."),
+                ("Accept-Patch" = String, description = "Always `application/partial-upload` (the draft's appends)."),
+                ("Upload-Limit" = String, description = "draft: `max-size=…`, when `--max-upload-size` is set."),
+            )),
+    ),
+)]
+pub async fn options_upload(engine: web::Data<Engine>) -> HttpResponse {
+    options(engine).await
 }
 
 /// `POST /uploads` with `Tus-Resumable`: creation, with data (creation-with-upload) or not.
@@ -49,7 +102,7 @@ pub async fn create(
         let location = respond::location(&ctx, &status.id);
         let mut response = respond::created(location, &status);
         expiration(&mut response, &status);
-        return Ok(response.finish());
+        return Ok(response.json(&status));
     }
     let partial = matches!(concat, Some(UploadConcat::Partial));
     let creation = Creation::read(&req, declared_size, partial)?;
@@ -59,7 +112,7 @@ pub async fn create(
     let created = creation.run(body, engine, &ctx).await?;
     let mut response = respond::created(created.location, &created.status);
     expiration(&mut response, &created.status);
-    Ok(response.finish())
+    Ok(response.json(&created.status))
 }
 
 /// The size a creation declares: `Upload-Length`, or `Upload-Defer-Length: 1`.

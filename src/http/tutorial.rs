@@ -8,13 +8,21 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::extract::{client, optional_count, parse_count, parse_id};
 use super::flow;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::upload::input::validate_name;
 use crate::upload::{AppendRequest, Engine, NewUpload, UploadError};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/status", web::get().to(status))
-        .route("/upload", web::post().to(upload));
+    cfg.service(
+        web::resource("/status")
+            .route(web::get().to(status))
+            .default_service(super::only("GET")),
+    )
+    .service(
+        web::resource("/upload")
+            .route(web::post().to(upload))
+            .default_service(super::only("POST")),
+    );
 }
 
 fn file_id(req: &HttpRequest) -> Result<String, ApiError> {
@@ -52,14 +60,74 @@ fn plain(text: String) -> HttpResponse {
 }
 
 /// `GET /status`: the bytes received for the file id, `0` for one never seen.
-async fn status(req: HttpRequest, engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/status",
+    operation_id = "tutorialStatus",
+    tag = "tutorial",
+    summary = "Tutorial protocol: the bytes received for a file id (only with --tutorial-api)",
+    description = "javascript.info's \"Resumable file upload\" protocol. This route exists only \
+        when the server runs with `--tutorial-api`.",
+    params(
+        ("X-File-Id" = String, Header, description = "The client's file id, up to 1024 bytes, such as `<name>-<size>-<lastModified>`."),
+    ),
+    responses(
+        (status = 200, body = String, content_type = "text/plain",
+            description = "The bytes received, in decimal; `0` for a file id never seen.",
+            headers(("Cache-Control" = String, description = "Always `no-store`."))),
+        (status = 400, body = ErrorBody, description = "`invalid_file_id`: `X-File-Id` missing or too long."),
+        (status = 500, body = ErrorBody, description = "`database_error` or `internal_error`."),
+        (status = 503, body = ErrorBody, description = "`storage_unavailable`: retry later."),
+    ),
+)]
+pub(super) async fn status(
+    req: HttpRequest,
+    engine: web::Data<Engine>,
+) -> Result<HttpResponse, ApiError> {
     let id = file_id(&req)?;
     let received = engine.find_by_key(&id).await?.map_or(0, |s| s.received);
     Ok(plain(received.to_string()))
 }
 
 /// `POST /upload`: appends the body when `X-Start-Byte` equals the bytes received.
-async fn upload(
+#[utoipa::path(
+    post,
+    path = "/upload",
+    operation_id = "tutorialUpload",
+    tag = "tutorial",
+    summary = "Tutorial protocol: append the body at the start byte (only with --tutorial-api)",
+    description = "The first request for a file id (start byte 0) creates its upload, which \
+        needs a bearer token when `--token` is set and counts against `--create-rate`. This \
+        route exists only when the server runs with `--tutorial-api`.",
+    params(
+        ("X-File-Id" = String, Header, description = "The client's file id, up to 1024 bytes."),
+        ("X-Start-Byte" = u64, Header, description = "Must equal the bytes received."),
+    ),
+    request_body(
+        description = "The bytes to add.",
+        content((String = "application/octet-stream")),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, body = String, content_type = "text/plain",
+            description = "`Success <received>`.",
+            headers(("Cache-Control" = String, description = "Always `no-store`."))),
+        (status = 400, body = ErrorBody, description = "`invalid_file_id`, `invalid_start_byte`, \
+            `invalid_content_length`, or `offset_mismatch`: the start byte is not the bytes received."),
+        (status = 401, body = ErrorBody, description = "`unauthorized`: the first request, without a valid bearer token while `--token` is set."),
+        (status = 403, body = ErrorBody, description = "`forbidden_origin`: a browser's `Origin` that may not write here."),
+        (status = 404, body = ErrorBody, description = "`not_found`: the file id's upload vanished meanwhile."),
+        (status = 408, body = ErrorBody, description = "`idle_timeout` or `body_too_slow`: what arrived is kept."),
+        (status = 409, body = ErrorBody, description = "`not_uploading` (the upload is complete) or `superseded`."),
+        (status = 410, body = ErrorBody, description = "`gone`: the upload was deleted or expired meanwhile."),
+        (status = 413, body = ErrorBody, description = "`too_large`: past the size, or past `--max-upload-size`."),
+        (status = 429, body = ErrorBody, description = "`rate_limited` (the first request) or `too_many_appends`."),
+        (status = 500, body = ErrorBody, description = "`internal_error`, `storage_error` or `database_error`."),
+        (status = 503, body = ErrorBody, description = "`too_many_appends`, `shutting_down`, `storage_unavailable` or `hook_unavailable`."),
+        (status = 507, body = ErrorBody, description = "`insufficient_storage`: the disk is (nearly) full."),
+    ),
+)]
+pub(super) async fn upload(
     req: HttpRequest,
     payload: web::Payload,
     engine: web::Data<Engine>,

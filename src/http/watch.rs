@@ -16,9 +16,10 @@ use bytes::Bytes;
 use tokio::time::{interval_at, sleep, Instant};
 
 use super::extract::{parse_count, parse_id};
+use super::openapi::UploadIdPath;
 use super::respond::status_response;
 use super::Ctx;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::metrics::{Channel, Gauge};
 use crate::upload::{Engine, Status, Watcher};
 
@@ -115,6 +116,34 @@ async fn start_watching(
 }
 
 /// `GET /uploads/{id}/poll?received=N&timeout=S`.
+#[utoipa::path(
+    get,
+    path = "/uploads/{id}/poll",
+    operation_id = "pollUpload",
+    tag = "progress",
+    summary = "Long poll: the status once it differs from what the client knows",
+    description = "Answers at once if `received` differs from the upload's or the upload is no \
+        longer `uploading` (or without `received`); otherwise when one of those changes, or \
+        after `timeout` seconds.",
+    params(
+        UploadIdPath,
+        ("received" = Option<u64>, Query, description = "The `received` the client knows."),
+        ("timeout" = Option<u64>, Query, description = "Seconds to wait at most: default 25; more than 60 counts as 60."),
+    ),
+    responses(
+        (status = 200, body = Status, description = "The current status.",
+            headers(
+                ("Cache-Control" = String, description = "Always `no-store`."),
+                ("Upload-Offset" = u64, description = "Always: `received`."),
+            )),
+        (status = 400, body = ErrorBody, description = "`invalid_id`, `invalid_query`, `invalid_received` or `invalid_timeout`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no upload has this id."),
+        (status = 410, body = ErrorBody, description = "`gone`: the upload was deleted or expired."),
+        (status = 429, body = ErrorBody, description = "`too_many_watchers`: over `--max-watchers-per-upload`."),
+        (status = 500, body = ErrorBody, description = "`database_error` or `internal_error`."),
+        (status = 503, body = ErrorBody, description = "`too_many_watchers` (over `--max-watchers`) or `storage_unavailable`."),
+    ),
+)]
 pub async fn poll(
     req: HttpRequest,
     path: web::Path<String>,
@@ -159,6 +188,34 @@ pub async fn poll(
 }
 
 /// `GET /uploads/{id}/ws`: the status at once and on every change, then close 1000.
+#[utoipa::path(
+    get,
+    path = "/uploads/{id}/ws",
+    operation_id = "watchUploadWebSocket",
+    tag = "progress",
+    summary = "WebSocket: the status at once and on every change",
+    description = "A WebSocket upgrade (RFC 6455: `Connection: Upgrade`, `Upgrade: websocket`, \
+        `Sec-WebSocket-Key`, `Sec-WebSocket-Version: 13`). The server sends the status JSON as \
+        a text message at once and on every change (about ten a second at most), pings every \
+        20 s, and after the final state closes with 1000 and the final word (`complete`, \
+        `failed`, `deleted`, `expired`). A client sending more than 16 KiB without completing \
+        a message is closed with 1009.",
+    params(UploadIdPath),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol.",
+            headers(
+                ("Upgrade" = String, description = "Always `websocket`."),
+                ("Sec-WebSocket-Accept" = String, description = "Always: the handshake's answer."),
+            )),
+        (status = 400, body = ErrorBody, description = "`invalid_id`, or `invalid_websocket`: not a valid WebSocket upgrade."),
+        (status = 403, body = ErrorBody, description = "`forbidden_origin`: an `Origin` that is not allowed."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no upload has this id."),
+        (status = 410, body = ErrorBody, description = "`gone`: the upload was deleted or expired."),
+        (status = 429, body = ErrorBody, description = "`too_many_watchers`: over `--max-watchers-per-upload`."),
+        (status = 500, body = ErrorBody, description = "`database_error` or `internal_error`."),
+        (status = 503, body = ErrorBody, description = "`too_many_watchers` (over `--max-watchers`) or `storage_unavailable`."),
+    ),
+)]
 pub async fn websocket(
     req: HttpRequest,
     path: web::Path<String>,
@@ -312,6 +369,30 @@ async fn sleep_until_gap(last_sent: Instant) {
 }
 
 /// `GET /uploads/{id}/events`: Server-Sent Events, ending after the final state.
+#[utoipa::path(
+    get,
+    path = "/uploads/{id}/events",
+    operation_id = "watchUploadEvents",
+    tag = "progress",
+    summary = "Server-Sent Events: the status at once and on every change",
+    description = "`event: progress` with the status JSON as `data`, at once and on every \
+        change (about ten a second at most); a comment heartbeat every 15 s; the stream ends \
+        after the final state. While the upload is `uploading` the stream stays open.",
+    params(UploadIdPath),
+    responses(
+        (status = 200, description = "The event stream.", content(("text/event-stream")),
+            headers(
+                ("Cache-Control" = String, description = "Always `no-store`."),
+                ("X-Accel-Buffering" = String, description = "Always `no` (for reverse proxies)."),
+            )),
+        (status = 400, body = ErrorBody, description = "`invalid_id`: not a lowercase UUID with hyphens."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no upload has this id."),
+        (status = 410, body = ErrorBody, description = "`gone`: the upload was deleted or expired."),
+        (status = 429, body = ErrorBody, description = "`too_many_watchers`: over `--max-watchers-per-upload`."),
+        (status = 500, body = ErrorBody, description = "`database_error` or `internal_error`."),
+        (status = 503, body = ErrorBody, description = "`too_many_watchers` (over `--max-watchers`) or `storage_unavailable`."),
+    ),
+)]
 pub async fn events(
     path: web::Path<String>,
     engine: web::Data<Engine>,

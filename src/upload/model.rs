@@ -53,7 +53,7 @@ impl FromStr for UploadId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Uploading,
@@ -81,21 +81,30 @@ impl State {
 }
 
 /// The status of API.md: the same JSON for GET, PATCH answers and every progress message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Status {
+    #[schema(format = "uuid")]
     pub id: String,
+    #[schema(min_length = 1)]
     pub name: String,
+    #[schema(required = true)]
     pub size: Option<u64>,
     pub received: u64,
     pub state: State,
+    #[schema(required = true)]
     pub content_type: Option<String>,
+    #[schema(required = true, pattern = "^[0-9a-f]{64}$")]
     pub expected_sha256: Option<String>,
+    #[schema(required = true, pattern = "^[0-9a-f]{64}$")]
     pub sha256: Option<String>,
     #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: SystemTime,
     #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: SystemTime,
     #[serde(serialize_with = "optional_rfc3339")]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub expires_at: Option<SystemTime>,
     /// `deleted` or `expired` in the last message watchers get about a removed upload.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -104,6 +113,7 @@ pub struct Status {
     pub metadata: BTreeMap<String, String>,
     /// Why a failed upload failed: `sha256_mismatch`, `rejected` (by a `pre-finish` hook), or
     /// for one made of parts `too_large` or `parts_unreadable`.
+    #[schema(required = true)]
     pub failure: Option<String>,
     /// tus `Upload-Metadata` exactly as the client sent it (echoed on HEAD, not in JSON).
     #[serde(skip)]

@@ -22,6 +22,7 @@ mod limits;
 mod log_levels;
 mod metrics;
 mod nginx;
+mod openapi;
 mod postgres;
 mod power_cut;
 mod receiver;
