@@ -8,6 +8,13 @@ use clap::Parser;
 /// The largest size SQLite's signed 64-bit integers can hold.
 pub const MAX_REPRESENTABLE_SIZE: u64 = i64::MAX as u64;
 
+// The groups of `--help`, in the order they are listed.
+const ADDRESS_AND_STORAGE: &str = "Address and storage";
+const UPLOADS: &str = "Uploads";
+const LIMITS: &str = "Limits on clients";
+const ACCESS: &str = "Access";
+const HOOKS: &str = "Hooks";
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "resumable",
@@ -20,103 +27,123 @@ pub const MAX_REPRESENTABLE_SIZE: u64 = i64::MAX as u64;
 pub struct Config {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, env = "RESUMABLE_BIND", default_value = "127.0.0.1:8080")]
+    #[arg(help_heading = ADDRESS_AND_STORAGE)]
     pub bind: String,
 
     /// Directory for the SQLite database and the uploaded bytes.
     #[arg(long, env = "RESUMABLE_DATA_DIR", default_value = "./data")]
+    #[arg(help_heading = ADDRESS_AND_STORAGE)]
     pub data_dir: PathBuf,
 
     /// Database URL; defaults to sqlite://<data-dir>/uploads.db.
     #[arg(long, env = "RESUMABLE_DATABASE_URL")]
+    #[arg(help_heading = ADDRESS_AND_STORAGE)]
     pub database_url: Option<String>,
 
     /// Where the bytes go: a directory (default <data-dir>/files), or s3://BUCKET[/PREFIX] for
     /// an S3-compatible object store (credentials from AWS_ACCESS_KEY_ID and
     /// AWS_SECRET_ACCESS_KEY).
     #[arg(long, env = "RESUMABLE_STORAGE")]
+    #[arg(help_heading = ADDRESS_AND_STORAGE)]
     pub storage: Option<String>,
 
     /// The object store's URL, for stores other than AWS (Garage, MinIO…): path-style requests.
     #[arg(long, env = "RESUMABLE_S3_ENDPOINT")]
+    #[arg(help_heading = ADDRESS_AND_STORAGE)]
     pub s3_endpoint: Option<String>,
 
     /// The object store's region; default AWS_REGION, else us-east-1.
     #[arg(long, env = "RESUMABLE_S3_REGION")]
+    #[arg(help_heading = ADDRESS_AND_STORAGE)]
     pub s3_region: Option<String>,
 
     /// Size of the object store's multipart parts (at least 5M).
     #[arg(long, env = "RESUMABLE_S3_PART_SIZE", value_parser = parse_size, default_value = "8M")]
+    #[arg(help_heading = ADDRESS_AND_STORAGE)]
     pub s3_part_size: u64,
+
+    /// The public base URL (e.g. https://files.example.com); when set, Location is absolute.
+    #[arg(long, env = "RESUMABLE_PUBLIC_URL")]
+    #[arg(help_heading = ADDRESS_AND_STORAGE)]
+    pub public_url: Option<String>,
+
+    /// This instance's name in /metrics (resumable_instance_info) and in the log; default the
+    /// host's name.
+    #[arg(long, env = "RESUMABLE_INSTANCE_NAME")]
+    #[arg(help_heading = ADDRESS_AND_STORAGE)]
+    pub instance_name: Option<String>,
+
+    /// Log format on stderr: text or json.
+    #[arg(long, env = "RESUMABLE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    #[arg(help_heading = ADDRESS_AND_STORAGE)]
+    pub log_format: String,
 
     /// Largest upload accepted, in bytes; K, M, G and T mean powers of 1024.
     #[arg(long, env = "RESUMABLE_MAX_UPLOAD_SIZE", value_parser = parse_size)]
+    #[arg(help_heading = UPLOADS)]
     pub max_upload_size: Option<u64>,
 
     /// How long an incomplete upload may sit idle before it is deleted (90s, 30m, 24h).
     #[arg(long, env = "RESUMABLE_EXPIRE_AFTER", default_value = "24h", value_parser = parse_duration)]
+    #[arg(help_heading = UPLOADS)]
     pub expire_after: Duration,
 
     /// How long a deleted or expired upload's id answers 410 before it is forgotten (404).
     #[arg(long, env = "RESUMABLE_FORGET_AFTER", default_value = "30d", value_parser = parse_duration)]
+    #[arg(help_heading = UPLOADS)]
     pub forget_after: Duration,
-
-    /// An append whose body sends nothing this long is ended; what it stored is kept.
-    #[arg(long, env = "RESUMABLE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
-    pub idle_timeout: Duration,
 
     /// Refuse creates and appends (507) when the data directory's disk has less free space.
     /// Default: 1 GiB or 5 % of the disk, whichever is smaller; `0` turns the check off.
     #[arg(long, env = "RESUMABLE_MIN_FREE_SPACE", value_parser = parse_size)]
+    #[arg(help_heading = UPLOADS)]
     pub min_free_space: Option<u64>,
 
-    /// Most appends streaming at once, over all uploads; more are answered 503.
-    #[arg(long, env = "RESUMABLE_MAX_APPENDS", default_value_t = 256)]
-    pub max_appends: usize,
+    /// Serve javascript.info's tutorial protocol (GET /status, POST /upload). Its client picks
+    /// the file id, so anyone who guesses one can append to that upload.
+    #[arg(long, env = "RESUMABLE_TUTORIAL_API")]
+    #[arg(help_heading = UPLOADS)]
+    pub tutorial_api: bool,
 
-    /// Creates allowed per client address: N/s, N/m or N/h; `0` turns the limit off.
-    #[arg(long, env = "RESUMABLE_CREATE_RATE", default_value = "20/s", value_parser = parse_create_rate)]
-    pub create_rate: CreateRate,
-
-    /// Creates one address may make at once before the rate applies.
-    #[arg(long, env = "RESUMABLE_CREATE_BURST", default_value_t = 200)]
-    pub create_burst: u32,
-
-    /// Most appends streaming at once from one client address; more are answered 429.
-    #[arg(long, env = "RESUMABLE_MAX_APPENDS_PER_CLIENT", default_value_t = 32)]
-    pub max_appends_per_client: usize,
+    /// An append whose body sends nothing this long is ended; what it stored is kept.
+    #[arg(long, env = "RESUMABLE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(help_heading = LIMITS)]
+    pub idle_timeout: Duration,
 
     /// The slowest body accepted, as BYTES/WINDOW (e.g. 1K/30s): an append that sends less in
     /// a whole window ends with 408, keeping what it stored. `0` turns the check off.
     #[arg(long, env = "RESUMABLE_MIN_BODY_RATE", default_value = "1K/30s", value_parser = parse_min_rate)]
+    #[arg(help_heading = LIMITS)]
     pub min_body_rate: MinBodyRate,
 
     /// Largest request head (all header names and values), in bytes; larger is 431.
     #[arg(long, env = "RESUMABLE_MAX_HEADER_SIZE", default_value = "32K", value_parser = parse_size)]
+    #[arg(help_heading = LIMITS)]
     pub max_header_size: u64,
 
-    /// Log format on stderr: text or json.
-    #[arg(long, env = "RESUMABLE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    pub log_format: String,
+    /// Most appends streaming at once, over all uploads; more are answered 503.
+    #[arg(long, env = "RESUMABLE_MAX_APPENDS", default_value_t = 256)]
+    #[arg(help_heading = LIMITS)]
+    pub max_appends: usize,
 
-    /// An origin allowed to open WebSockets and make cross-origin requests (repeatable).
-    #[arg(
-        long = "allowed-origin",
-        env = "RESUMABLE_ALLOWED_ORIGIN",
-        value_delimiter = ','
-    )]
-    pub allowed_origins: Vec<String>,
+    /// Most appends streaming at once from one client address; more are answered 429.
+    #[arg(long, env = "RESUMABLE_MAX_APPENDS_PER_CLIENT", default_value_t = 32)]
+    #[arg(help_heading = LIMITS)]
+    pub max_appends_per_client: usize,
 
-    /// A host name this service answers to besides its bind address and localhost (repeatable).
-    /// Bound to loopback, it refuses requests naming any other host (DNS rebinding).
-    #[arg(
-        long = "allowed-host",
-        env = "RESUMABLE_ALLOWED_HOST",
-        value_delimiter = ','
-    )]
-    pub allowed_hosts: Vec<String>,
+    /// Creates allowed per client address: N/s, N/m or N/h; `0` turns the limit off.
+    #[arg(long, env = "RESUMABLE_CREATE_RATE", default_value = "20/s", value_parser = parse_create_rate)]
+    #[arg(help_heading = LIMITS)]
+    pub create_rate: CreateRate,
+
+    /// Creates one address may make at once before the rate applies.
+    #[arg(long, env = "RESUMABLE_CREATE_BURST", default_value_t = 200)]
+    #[arg(help_heading = LIMITS)]
+    pub create_burst: u32,
 
     /// Most progress watchers (WebSocket, SSE, long poll) open at once.
     #[arg(long, env = "RESUMABLE_MAX_WATCHERS", default_value_t = 100_000)]
+    #[arg(help_heading = LIMITS)]
     pub max_watchers: usize,
 
     /// Most progress watchers open at once on one upload.
@@ -125,6 +152,7 @@ pub struct Config {
         env = "RESUMABLE_MAX_WATCHERS_PER_UPLOAD",
         default_value_t = 20_000
     )]
+    #[arg(help_heading = LIMITS)]
     pub max_watchers_per_upload: usize,
 
     /// A bearer token that creating an upload requires (repeatable). Without any token,
@@ -135,6 +163,7 @@ pub struct Config {
         value_delimiter = ',',
         hide_env_values = true
     )]
+    #[arg(help_heading = ACCESS)]
     pub token: Vec<String>,
 
     /// A file with one accepted bearer token per line (repeatable).
@@ -143,37 +172,47 @@ pub struct Config {
         env = "RESUMABLE_TOKEN_FILE",
         value_delimiter = ','
     )]
+    #[arg(help_heading = ACCESS)]
     pub token_file: Vec<PathBuf>,
-
-    /// A bearer token that GET /metrics needs; without it, /metrics answers loopback only.
-    #[arg(long, env = "RESUMABLE_METRICS_TOKEN", hide_env_values = true)]
-    pub metrics_token: Option<String>,
 
     /// Let anyone who reaches a non-loopback address create uploads, without a token.
     #[arg(long, env = "RESUMABLE_ALLOW_ANONYMOUS")]
+    #[arg(help_heading = ACCESS)]
     pub allow_anonymous: bool,
 
-    /// Serve javascript.info's tutorial protocol (GET /status, POST /upload). Its client picks
-    /// the file id, so anyone who guesses one can append to that upload.
-    #[arg(long, env = "RESUMABLE_TUTORIAL_API")]
-    pub tutorial_api: bool,
+    /// An origin allowed to open WebSockets and make cross-origin requests (repeatable).
+    #[arg(
+        long = "allowed-origin",
+        env = "RESUMABLE_ALLOWED_ORIGIN",
+        value_delimiter = ','
+    )]
+    #[arg(help_heading = ACCESS)]
+    pub allowed_origins: Vec<String>,
 
-    /// This instance's name in /metrics (resumable_instance_info) and in the log; default the
-    /// host's name.
-    #[arg(long, env = "RESUMABLE_INSTANCE_NAME")]
-    pub instance_name: Option<String>,
+    /// A host name this service answers to besides its bind address and localhost (repeatable).
+    /// Bound to loopback, it refuses requests naming any other host (DNS rebinding).
+    #[arg(
+        long = "allowed-host",
+        env = "RESUMABLE_ALLOWED_HOST",
+        value_delimiter = ','
+    )]
+    #[arg(help_heading = ACCESS)]
+    pub allowed_hosts: Vec<String>,
 
-    /// The public base URL (e.g. https://files.example.com); when set, Location is absolute.
-    #[arg(long, env = "RESUMABLE_PUBLIC_URL")]
-    pub public_url: Option<String>,
+    /// A bearer token that GET /metrics needs; without it, /metrics answers loopback only.
+    #[arg(long, env = "RESUMABLE_METRICS_TOKEN", hide_env_values = true)]
+    #[arg(help_heading = ACCESS)]
+    pub metrics_token: Option<String>,
 
     /// POST hook events as JSON to this URL (http:// or https://).
     #[arg(long, env = "RESUMABLE_HOOKS_URL", conflicts_with = "hooks_command")]
+    #[arg(help_heading = HOOKS)]
     pub hooks_url: Option<String>,
 
     /// Run this program for each hook event, with the event JSON on standard input and the
     /// event type as its argument.
     #[arg(long, env = "RESUMABLE_HOOKS_COMMAND")]
+    #[arg(help_heading = HOOKS)]
     pub hooks_command: Option<PathBuf>,
 
     /// The hook events to send: pre-create, pre-finish, post-create, post-receive,
@@ -184,22 +223,27 @@ pub struct Config {
         value_delimiter = ',',
         default_value = "pre-create,post-create,post-finish,post-terminate"
     )]
+    #[arg(help_heading = HOOKS)]
     pub hooks_events: Vec<crate::hooks::EventKind>,
 
     /// How long a hook may take to answer; a pre-* hook that takes longer refuses with 503.
     #[arg(long, env = "RESUMABLE_HOOKS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(help_heading = HOOKS)]
     pub hooks_timeout: Duration,
 
     /// How long a post-* event is retried before it is given up.
     #[arg(long, env = "RESUMABLE_HOOKS_RETRY_FOR", default_value = "24h", value_parser = parse_duration)]
+    #[arg(help_heading = HOOKS)]
     pub hooks_retry_for: Duration,
 
     /// At most one post-receive event per upload this often.
     #[arg(long, env = "RESUMABLE_HOOKS_PROGRESS_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(help_heading = HOOKS)]
     pub hooks_progress_interval: Duration,
 
     /// Signs every HTTP hook event (header Resumable-Signature, HMAC-SHA256) with this key.
     #[arg(long, env = "RESUMABLE_HOOKS_SECRET", hide_env_values = true)]
+    #[arg(help_heading = HOOKS)]
     pub hooks_secret: Option<String>,
 }
 
