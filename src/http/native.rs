@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 
 use super::extract::{client, content_type, detached, is_media_type, parse_id, read_limited};
-use super::openapi::UploadIdPath;
+use super::openapi::{ProtocolHeaders, UploadIdPath};
 use super::respond::{self, status_response};
 use super::{concat, flow, form_answer, multipart, tus, Ctx};
 use crate::error::{ApiError, ErrorBody};
@@ -91,10 +91,14 @@ const JSON_BODY_LIMIT: usize = 64 * 1024;
                 ("HeadUpload" = (operation_id = "headUpload", parameters(("id" = "$response.body#/id")),
                     description = "The upload's offset and length, in headers.")),
                 ("AppendToUpload" = (operation_id = "appendToUpload",
-                    parameters(("id" = "$response.body#/id"), ("header.Upload-Offset" = "$response.body#/received")),
+                    parameters(("id" = "$response.body#/id"), ("header.Upload-Offset" = "$response.header.Upload-Offset")),
                     description = "Append bytes at the upload's offset.")),
                 ("GetUploadContent" = (operation_id = "getUploadContent", parameters(("id" = "$response.body#/id")),
                     description = "Download the file, once complete.")),
+                ("HeadUploadContent" = (operation_id = "headUploadContent", parameters(("id" = "$response.body#/id")),
+                    description = "The download's headers, once complete.")),
+                ("PollUpload" = (operation_id = "pollUpload", parameters(("id" = "$response.body#/id")),
+                    description = "The status again, or once it moves past a `received` the caller names.")),
                 ("DeleteUpload" = (operation_id = "deleteUpload", parameters(("id" = "$response.body#/id")),
                     description = "Cancel the upload.")),
             ),
@@ -342,10 +346,7 @@ pub async fn status(
         A final upload (tus concatenation) still waiting for its parts has no `Upload-Offset`.",
     params(
         UploadIdPath,
-        ("Tus-Resumable" = Option<String>, Header, pattern = r"^1\.0\.0$", example = "1.0.0",
-            description = "tus: `1.0.0`; any other is `412`. A malformed id is then `404`."),
-        ("Upload-Draft-Interop-Version" = Option<String>, Header, pattern = "^(6|8)$", example = "8",
-            description = "The IETF draft's interop version, `6` or `8`; any other is `400`."),
+        ProtocolHeaders,
     ),
     responses(
         (status = 200, description = "Native and tus: the upload's offset and length.",
@@ -415,10 +416,7 @@ pub async fn head(
             description = "tus checksum of this chunk: `sha1 <base64>` or `sha256 <base64>`."),
         ("Content-Digest" = Option<String>, Header,
             description = "RFC 9530 checksum of this chunk: `sha-256=:<base64>:`."),
-        ("Tus-Resumable" = Option<String>, Header, pattern = r"^1\.0\.0$", example = "1.0.0",
-            description = "tus: `1.0.0`; any other is `412`. A malformed id is then `404`."),
-        ("Upload-Draft-Interop-Version" = Option<String>, Header, pattern = "^(6|8)$", example = "8",
-            description = "The IETF draft's interop version, `6` or `8`; any other is `400`."),
+        ProtocolHeaders,
     ),
     request_body(
         description = "The bytes to add.",
@@ -484,10 +482,7 @@ pub async fn append(
         Afterwards every per-upload endpoint answers `410 gone` for this id.",
     params(
         UploadIdPath,
-        ("Tus-Resumable" = Option<String>, Header, pattern = r"^1\.0\.0$", example = "1.0.0",
-            description = "tus: `1.0.0`; any other is `412`. A malformed id is then `404`."),
-        ("Upload-Draft-Interop-Version" = Option<String>, Header, pattern = "^(6|8)$", example = "8",
-            description = "The IETF draft's interop version, `6` or `8`; any other is `400`."),
+        ProtocolHeaders,
     ),
     responses(
         (status = 204, description = "Deleted.",

@@ -90,6 +90,23 @@ pub(super) struct UploadIdPath {
     id: String,
 }
 
+/// The headers that pick a protocol on a per-upload path (without them: native).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub(super) struct ProtocolHeaders {
+    /// tus: `1.0.0`; any other is `412`. A malformed id is then `404`.
+    #[param(rename = "Tus-Resumable", pattern = r"^1\.0\.0$", example = "1.0.0")]
+    tus_resumable: Option<String>,
+    /// The IETF draft's interop version, `6` or `8`; any other is `400`.
+    #[param(
+        rename = "Upload-Draft-Interop-Version",
+        pattern = "^(6|8)$",
+        example = "8"
+    )]
+    upload_draft_interop_version: Option<String>,
+}
+
 /// `GET /openapi.json`: this document.
 #[utoipa::path(
     get,

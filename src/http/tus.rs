@@ -29,18 +29,7 @@ const TUS_CONTENT_TYPE: &str = "application/offset+octet-stream";
         ("Tus-Resumable" = Option<String>, Header,
             description = "tus clients send their version; any is answered."),
     ),
-    responses(
-        (status = 200, description = "The protocols' capabilities, in headers.",
-            headers(
-                ("Tus-Resumable" = String, description = "Always `1.0.0`."),
-                ("Tus-Version" = String, description = "Always `1.0.0`."),
-                ("Tus-Extension" = String, description = "Always: the tus extensions offered."),
-                ("Tus-Checksum-Algorithm" = String, description = "Always `sha1,sha256`."),
-                ("Tus-Max-Size" = u64, description = "`--max-upload-size`, when set."),
-                ("Accept-Patch" = String, description = "Always `application/partial-upload` (the draft's appends)."),
-                ("Upload-Limit" = String, description = "draft: `max-size=…`, when `--max-upload-size` is set."),
-            )),
-    ),
+    responses(Discovery),
 )]
 pub async fn options(engine: web::Data<Engine>) -> HttpResponse {
     let mut response = HttpResponse::Ok();
@@ -56,6 +45,23 @@ pub async fn options(engine: web::Data<Engine>) -> HttpResponse {
     response.finish()
 }
 
+/// What both OPTIONS answer.
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 200,
+    description = "The protocols' capabilities, in headers.",
+    headers(
+        ("Tus-Resumable" = String, description = "Always `1.0.0`."),
+        ("Tus-Version" = String, description = "Always `1.0.0`."),
+        ("Tus-Extension" = String, description = "Always: the tus extensions offered."),
+        ("Tus-Checksum-Algorithm" = String, description = "Always `sha1,sha256`."),
+        ("Tus-Max-Size" = u64, description = "`--max-upload-size`, when set."),
+        ("Accept-Patch" = String, description = "Always `application/partial-upload` (the draft's appends)."),
+        ("Upload-Limit" = String, description = "draft: `max-size=…`, when `--max-upload-size` is set."),
+    )
+)]
+struct Discovery;
+
 /// `OPTIONS /uploads/{id}`: the same as `OPTIONS /uploads` (the id is not looked at).
 #[utoipa::path(
     options,
@@ -69,18 +75,7 @@ pub async fn options(engine: web::Data<Engine>) -> HttpResponse {
         ("Tus-Resumable" = Option<String>, Header,
             description = "tus clients send their version; any is answered."),
     ),
-    responses(
-        (status = 200, description = "The protocols' capabilities, in headers.",
-            headers(
-                ("Tus-Resumable" = String, description = "Always `1.0.0`."),
-                ("Tus-Version" = String, description = "Always `1.0.0`."),
-                ("Tus-Extension" = String, description = "Always: the tus extensions offered."),
-                ("Tus-Checksum-Algorithm" = String, description = "Always `sha1,sha256`."),
-                ("Tus-Max-Size" = u64, description = "`--max-upload-size`, when set."),
-                ("Accept-Patch" = String, description = "Always `application/partial-upload` (the draft's appends)."),
-                ("Upload-Limit" = String, description = "draft: `max-size=…`, when `--max-upload-size` is set."),
-            )),
-    ),
+    responses(Discovery),
 )]
 pub async fn options_upload(engine: web::Data<Engine>) -> HttpResponse {
     options(engine).await

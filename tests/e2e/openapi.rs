@@ -279,12 +279,27 @@ async fn the_creations_links_walk_an_upload_through_its_life() {
     let links = doc["paths"]["/uploads"]["post"]["responses"]["201"]["links"]
         .as_object()
         .expect("the creation's links");
-    let created = create(&server, "walk.bin", 3).await;
+    let answer = client()
+        .post(server.url("/uploads"))
+        .json(&serde_json::json!({"name": "walk.bin", "size": 3}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(answer.status(), 201);
+    let created_headers = answer.headers().clone();
+    let created: Value = answer.json().await.expect("the status");
+    // A link's value comes from the creation's body (a JSON pointer) or one of its headers.
     let resolve = |expression: &Value| -> String {
         let expression = expression.as_str().expect("a runtime expression");
+        if let Some(name) = expression.strip_prefix("$response.header.") {
+            return created_headers[name]
+                .to_str()
+                .expect("a text header")
+                .to_owned();
+        }
         let pointer = expression
             .strip_prefix("$response.body#")
-            .expect("a value of the response's body");
+            .expect("a value of the response's body or headers");
         match &created.pointer(pointer).expect("the body has it") {
             Value::String(text) => text.clone(),
             other => other.to_string(),
@@ -295,6 +310,8 @@ async fn the_creations_links_walk_an_upload_through_its_life() {
         ("headUpload", 200),
         ("appendToUpload", 200),
         ("getUploadContent", 200),
+        ("headUploadContent", 200),
+        ("pollUpload", 200),
         ("deleteUpload", 204),
     ];
     for (operation_id, expected) in walk {
