@@ -11,15 +11,18 @@
 //! first, and every later request fails with EIO. What is left in the backing directory is the
 //! disk as found when the power comes back; mounting it again is the reboot.
 //!
-//! It refuses `O_DIRECT` (EINVAL), as some file systems do, so the service takes its buffered
-//! path with `fdatasync`, whose durability is what it proves.
+//! Mounted with `direct: false` it refuses `O_DIRECT` (EINVAL), as some file systems do, so the
+//! service takes its buffered path with `fdatasync`; with `direct: true` the kernel passes
+//! direct writes on as ordinary ones, which stay pending like any other, so the service's
+//! `O_DIRECT` path (the one it takes on ext4 and XFS) meets the cuts too.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -60,16 +63,41 @@ struct Journaled {
 }
 
 /// What the file system did, for a test to show that the cuts met unsynced state.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Counts {
     pub file_syncs: u64,
     pub dir_syncs: u64,
-    pub bytes_dropped: u64,
+    /// Writes through a file opened with `O_DIRECT`.
+    pub direct_writes: u64,
+    /// Unsynced bytes a cut dropped, by the directory (relative to the root) of their file.
+    pub bytes_dropped: BTreeMap<PathBuf, u64>,
     pub changes_undone: u64,
 }
 
+impl Counts {
+    pub fn add(&mut self, other: &Counts) {
+        self.file_syncs += other.file_syncs;
+        self.dir_syncs += other.dir_syncs;
+        self.direct_writes += other.direct_writes;
+        self.changes_undone += other.changes_undone;
+        for (dir, bytes) in &other.bytes_dropped {
+            *self.bytes_dropped.entry(dir.clone()).or_default() += bytes;
+        }
+    }
+
+    pub fn dropped_in(&self, dir: &str) -> u64 {
+        self.bytes_dropped.get(Path::new(dir)).copied().unwrap_or(0)
+    }
+}
+
+/// Each mount names its trash entries apart, as the trash outlives the mount.
+static MOUNTS: AtomicU64 = AtomicU64::new(0);
+
 struct State {
+    root: PathBuf,
+    direct: bool,
     trash: PathBuf,
+    mount: u64,
     trashed: u64,
     nodes: HashMap<u64, Node>,
     inos: HashMap<PathBuf, u64>,
@@ -86,9 +114,12 @@ fn errno(e: io::Error) -> Errno {
 }
 
 impl State {
-    fn new(root: &Path, trash: &Path) -> State {
+    fn new(root: &Path, trash: &Path, direct: bool) -> State {
         let mut state = State {
+            root: root.to_path_buf(),
+            direct,
             trash: trash.to_path_buf(),
+            mount: MOUNTS.fetch_add(1, Ordering::Relaxed),
             trashed: 0,
             nodes: HashMap::new(),
             inos: HashMap::new(),
@@ -106,6 +137,10 @@ impl State {
         );
         state.inos.insert(root.to_path_buf(), INodeNo::ROOT.0);
         state
+    }
+
+    fn refuses(&self, open_flags: i32) -> bool {
+        !self.direct && open_flags & libc::O_DIRECT != 0
     }
 
     fn live(&self) -> Answer<()> {
@@ -261,7 +296,7 @@ impl State {
     /// Moves what is at `path` under the trash, where it waits for its removal to be durable.
     fn trash(&mut self, path: &Path) -> Answer<PathBuf> {
         self.trashed += 1;
-        let to = self.trash.join(self.trashed.to_string());
+        let to = self.trash.join(format!("{}-{}", self.mount, self.trashed));
         fs::rename(path, &to).map_err(errno)?;
         self.moved(path, &to);
         Ok(to)
@@ -299,9 +334,16 @@ impl State {
 
     fn cut(&mut self) {
         for node in self.nodes.values_mut() {
+            let dir = node
+                .path
+                .parent()
+                .and_then(|d| d.strip_prefix(&self.root).ok())
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
             for change in node.pending.drain(..) {
                 if let Pending::Write(_, bytes) = change {
-                    self.counts.bytes_dropped += bytes.len() as u64;
+                    *self.counts.bytes_dropped.entry(dir.clone()).or_default() +=
+                        bytes.len() as u64;
                 }
             }
         }
@@ -331,10 +373,6 @@ impl Forgetful {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-fn refuses_direct(flags: i32) -> bool {
-    flags & libc::O_DIRECT != 0
 }
 
 impl Filesystem for Forgetful {
@@ -456,9 +494,14 @@ impl Filesystem for Forgetful {
                 return Err(Errno::EINVAL);
             }
             let mut undo = Vec::new();
-            if fs::symlink_metadata(&to).is_ok() {
+            if let Ok(target) = fs::symlink_metadata(&to) {
                 if flags.contains(RenameFlags::RENAME_NOREPLACE) {
                     return Err(Errno::EEXIST);
+                }
+                let occupied =
+                    target.is_dir() && fs::read_dir(&to).map_err(errno)?.next().is_some();
+                if occupied {
+                    return Err(Errno::ENOTEMPTY);
                 }
                 let replaced = state.trash(&to)?;
                 undo.push(Undo::Move {
@@ -466,7 +509,14 @@ impl Filesystem for Forgetful {
                     to: to.clone(),
                 });
             }
-            fs::rename(&from, &to).map_err(errno)?;
+            if let Err(e) = fs::rename(&from, &to) {
+                // Put back what was moved aside for it.
+                if let Some(Undo::Move { from: replaced, to }) = undo.pop() {
+                    let _ = fs::rename(&replaced, &to);
+                    state.moved(&replaced, &to);
+                }
+                return Err(errno(e));
+            }
             state.moved(&from, &to);
             undo.push(Undo::Move { from: to, to: from });
             state.journal(&[parent, newparent], undo);
@@ -481,7 +531,7 @@ impl Filesystem for Forgetful {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let mut state = self.state();
         let answer = state.path(ino).and_then(|_| {
-            if refuses_direct(flags.0) {
+            if state.refuses(flags.0) {
                 return Err(Errno::EINVAL);
             }
             if flags.0 & libc::O_TRUNC != 0 {
@@ -521,13 +571,16 @@ impl Filesystem for Forgetful {
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
         let mut state = self.state();
         if let Err(e) = state.live() {
             return reply.error(e);
+        }
+        if flags.0 & libc::O_DIRECT != 0 {
+            state.counts.direct_writes += 1;
         }
         match state.nodes.get_mut(&ino.0) {
             Some(node) => {
@@ -652,7 +705,7 @@ impl Filesystem for Forgetful {
     ) {
         let mut state = self.state();
         let answer = state.child(parent, name).and_then(|path| {
-            if refuses_direct(flags) {
+            if state.refuses(flags) {
                 return Err(Errno::EINVAL);
             }
             match OpenOptions::new().write(true).create_new(true).open(&path) {
@@ -688,10 +741,10 @@ pub struct Mount {
 impl Mount {
     /// Mounts the backing directory `root` at `at` (needs root and /dev/fuse). `trash` holds
     /// removed files until their removal is durable; it must be on `root`'s file system and
-    /// outside it.
-    pub fn new(root: &Path, trash: &Path, at: &Path) -> io::Result<Mount> {
+    /// outside it. `direct`: whether `O_DIRECT` opens are taken (else EINVAL).
+    pub fn new(root: &Path, trash: &Path, at: &Path, direct: bool) -> io::Result<Mount> {
         fs::create_dir_all(trash)?;
-        let state = Arc::new(Mutex::new(State::new(root, trash)));
+        let state = Arc::new(Mutex::new(State::new(root, trash, direct)));
         let mut config = Config::default();
         config.mount_options = vec![MountOption::FSName("forgetful".into())];
         let fs = Forgetful {
@@ -714,7 +767,7 @@ impl Mount {
     }
 
     pub fn counts(&self) -> Counts {
-        self.state().counts
+        self.state().counts.clone()
     }
 
     /// Unmounts; fails (EBUSY) while a process holds a file or directory open on it.
