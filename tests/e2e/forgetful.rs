@@ -766,14 +766,23 @@ impl Mount {
         self.state().cut();
     }
 
+    /// The power cut, from another thread (while this one waits on something else).
+    pub fn cutter(&self) -> impl Fn() + Send + 'static {
+        let state = self.state.clone();
+        move || state.lock().unwrap_or_else(|e| e.into_inner()).cut()
+    }
+
     pub fn counts(&self) -> Counts {
         self.state().counts.clone()
     }
 
     /// Unmounts; fails (EBUSY) while a process holds a file or directory open on it.
     pub fn unmount(mut self) -> io::Result<()> {
-        match self.session.take() {
-            Some(session) => session.umount_and_join(),
+        match self.session.take().map(BackgroundSession::umount_and_join) {
+            // The kernel aborts the connection when it goes with requests still queued (a
+            // release of the killed server's files, say): the session's end, not a failure.
+            Some(Err(e)) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
+            Some(result) => result,
             None => Ok(()),
         }
     }

@@ -79,6 +79,27 @@ impl Disk {
         self.mount();
     }
 
+    /// Starts `server` again while the power is cut at a random moment of its start-up
+    /// (its repair of what the last cut left), then reboots and starts it for good. Returns
+    /// whether the cut came before the server was up.
+    fn cut_during_start(&mut self, server: &mut TestServer, after: Duration) -> bool {
+        let cut = self.mount.as_ref().expect("mounted").cutter();
+        let cutter = std::thread::spawn(move || {
+            std::thread::sleep(after);
+            cut();
+        });
+        // It may start before the cut, or fail under it: either way it is killed now.
+        let failed = server.try_restart().is_err();
+        cutter.join().expect("the cutter");
+        server.kill9();
+        if let Some(mount) = &self.mount {
+            self.counts.add(&mount.counts());
+        }
+        self.reboot();
+        server.restart();
+        failed
+    }
+
     fn cut_and_reboot(&mut self) {
         self.cut();
         self.reboot();
@@ -533,6 +554,7 @@ async fn power_cut_rounds(direct: bool, cuts: usize) {
     let mut streamed: Vec<Option<(Arc<Streamed>, u64)>> = vec![None, None, None];
     let acknowledged = Arc::new(Mutex::new(Vec::<OneShot>::new()));
     let (mut checked_shots, mut completed, mut mid_body) = (0, 0, 0);
+    let (mut starts_cut, mut starts_failed) = (0, 0);
     for cut in 0..cuts {
         let what = format!("cut {cut}");
         for (slot, protocol) in streamed.iter_mut().zip(PROTOCOLS) {
@@ -583,7 +605,15 @@ async fn power_cut_rounds(direct: bool, cuts: usize) {
             client.join().expect("a client thread");
         }
         disk.reboot();
-        server.restart();
+        if cut % 4 == 3 {
+            // Now and then the power goes again while the server repairs the last cut.
+            starts_cut += 1;
+            if disk.cut_during_start(&mut server, Duration::from_millis(next(40))) {
+                starts_failed += 1;
+            }
+        } else {
+            server.restart();
+        }
 
         for slot in streamed.iter_mut() {
             let (upload, offset) = slot.as_mut().expect("a streamed upload");
@@ -610,7 +640,7 @@ async fn power_cut_rounds(direct: bool, cuts: usize) {
     let counts = &disk.counts;
     let dropped = counts.dropped_in("data/files");
     println!(
-        "{cuts} power cuts (O_DIRECT {}), {mid_body} mid-body; {completed} streamed uploads completed, {} one-shots acknowledged ({checked_shots} read back); the cuts dropped {dropped} unsynced bytes of uploads, {} of the database, and undid {} directory changes; {} file and {} directory syncs, {} direct writes",
+        "{cuts} power cuts (O_DIRECT {}), {mid_body} mid-body, {starts_cut} more during a start ({starts_failed} before it was up); {completed} streamed uploads completed, {} one-shots acknowledged ({checked_shots} read back); the cuts dropped {dropped} unsynced bytes of uploads, {} of the database, and undid {} directory changes; {} file and {} directory syncs, {} direct writes",
         if direct { "taken" } else { "refused" },
         all.len(),
         counts.dropped_in("data"),

@@ -121,6 +121,14 @@ impl TestServer {
     }
 
     fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the binary; an error if it exits (or stays silent 30 s) before printing its
+    /// address. The child is kept either way, so `kill9` reaps it.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let binary = env!("CARGO_BIN_EXE_resumable");
         let mut command = match self.nofile {
             // prlimit execs the server, so the child's pid stays the server's.
@@ -160,13 +168,14 @@ impl TestServer {
             let mut sink = Vec::new();
             let _ = BufReader::new(stderr).read_to_end(&mut sink);
         });
+        self.child = Some(child);
         let line = rx
             .recv_timeout(Duration::from_secs(30))
-            .expect("the server prints its address");
+            .map_err(|e| format!("the server printed no address: {e}"))?;
         let port = port_in(&line);
         self.port = port;
         self.base = format!("http://127.0.0.1:{port}");
-        self.child = Some(child);
+        Ok(())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -227,6 +236,12 @@ impl TestServer {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// `restart`, where the server may fail to start (its disk failing under it, say).
+    pub fn try_restart(&mut self) -> Result<(), String> {
+        self.kill9();
+        self.try_spawn()
     }
 
     pub fn is_running(&self) -> bool {
