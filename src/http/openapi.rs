@@ -215,6 +215,10 @@ fn apply_rules(path: &str, method: &str, operation: &mut Operation) {
         }
     }
 
+    if id == "getUploadContent" || id == "headUploadContent" {
+        download_headers(&mut operation.responses.responses);
+    }
+
     // The middlewares in front of every route (see startup.rs).
     let responses = &mut operation.responses.responses;
     responses.entry("421".into()).or_insert_with(|| {
@@ -292,6 +296,28 @@ fn apply_rules(path: &str, method: &str, operation: &mut Operation) {
                     "The upload this request created, when its data then failed: resume it.",
                 ),
             );
+        }
+    }
+}
+
+/// What `content::content` puts on every download answer, GET or HEAD, whole, range or 304.
+fn download_headers(responses: &mut std::collections::BTreeMap<String, RefOr<Response>>) {
+    for status in ["200", "206", "304"] {
+        let Some(RefOr::T(response)) = responses.get_mut(status) else {
+            continue;
+        };
+        for (name, description) in [
+            (
+                "Content-Disposition",
+                "Always `attachment; filename=\"…\"; filename*=UTF-8''…`.",
+            ),
+            ("ETag", "Always: the file's SHA-256 in quotes."),
+            ("Accept-Ranges", "Always `bytes`."),
+            ("Cache-Control", "Always `private, no-cache`."),
+            ("X-Content-Type-Options", "Always `nosniff`."),
+            ("Content-Security-Policy", "Always `sandbox`."),
+        ] {
+            add_header(&mut response.headers, name, string_header(description));
         }
     }
 }
