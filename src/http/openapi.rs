@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use actix_web::http::header;
 use actix_web::HttpResponse;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::{Header, HeaderBuilder};
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
@@ -356,93 +356,95 @@ fn integer_header(description: &str) -> Header {
         .build()
 }
 
-/// utoipa's headers have no `required`: a header described as "Always …" is marked required,
-/// so that a client (or a fuzzer's conformance check) may count on it.
-fn mark_required_headers(json: &mut Value) {
-    let Some(paths) = json.get_mut("paths").and_then(Value::as_object_mut) else {
-        return;
-    };
-    for item in paths.values_mut().filter_map(Value::as_object_mut) {
-        for operation in item.values_mut() {
-            let Some(responses) = operation
-                .get_mut("responses")
-                .and_then(Value::as_object_mut)
-            else {
-                continue;
-            };
-            for response in responses.values_mut() {
-                let Some(headers) = response.get_mut("headers").and_then(Value::as_object_mut)
-                else {
-                    continue;
-                };
-                for header in headers.values_mut().filter_map(Value::as_object_mut) {
-                    let always = header
-                        .get("description")
-                        .and_then(Value::as_str)
-                        .is_some_and(|d| d.starts_with("Always"));
-                    if always {
-                        header.insert("required".into(), Value::Bool(true));
-                    }
-                }
+/// Every operation of the document as JSON, and each of its responses.
+fn each_operation(json: &mut Value, mut visit: impl FnMut(&mut Map<String, Value>)) {
+    let paths = json.get_mut("paths").and_then(Value::as_object_mut);
+    for item in paths.into_iter().flat_map(|p| p.values_mut()) {
+        for operation in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|i| i.values_mut())
+        {
+            if let Some(operation) = operation.as_object_mut() {
+                visit(operation);
             }
         }
     }
+}
+
+/// The objects inside `object[field]` (a response's headers, say).
+fn members<'a>(
+    object: &'a mut Map<String, Value>,
+    field: &str,
+) -> impl Iterator<Item = &'a mut Map<String, Value>> {
+    object
+        .get_mut(field)
+        .and_then(Value::as_object_mut)
+        .into_iter()
+        .flat_map(|m| m.values_mut())
+        .filter_map(Value::as_object_mut)
+}
+
+/// utoipa's headers have no `required`: a header described as "Always …" is marked required,
+/// so that a client (or a fuzzer's conformance check) may count on it.
+fn mark_required_headers(json: &mut Value) {
+    each_operation(json, |operation| {
+        for response in members(operation, "responses") {
+            for header in members(response, "headers") {
+                let always = header
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| d.starts_with("Always"));
+                if always {
+                    header.insert("required".into(), Value::Bool(true));
+                }
+            }
+        }
+    });
 }
 
 /// Two things utoipa 5.5 writes that OpenAPI does not say: a link's `operationId` (and
 /// `operationRef`, `requestBody`) in snake case, and an optional header parameter as
 /// nullable (a header is absent or a string, never `null`).
 fn fix_utoipa_output(json: &mut Value) {
-    let Some(paths) = json.get_mut("paths").and_then(Value::as_object_mut) else {
+    each_operation(json, |operation| {
+        let parameters = operation
+            .get_mut("parameters")
+            .and_then(Value::as_array_mut);
+        for parameter in parameters.into_iter().flatten() {
+            if parameter.get("in").and_then(Value::as_str) == Some("header") {
+                not_nullable(parameter);
+            }
+        }
+        for response in members(operation, "responses") {
+            for link in members(response, "links") {
+                for (from, to) in [
+                    ("operation_id", "operationId"),
+                    ("operation_ref", "operationRef"),
+                    ("request_body", "requestBody"),
+                ] {
+                    if let Some(value) = link.remove(from) {
+                        link.insert(to.into(), value);
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `"type": ["string", "null"]` in a parameter's schema becomes `"type": "string"`.
+fn not_nullable(parameter: &mut Value) {
+    let Some(types) = parameter
+        .pointer_mut("/schema/type")
+        .and_then(Value::as_array_mut)
+    else {
         return;
     };
-    for item in paths.values_mut().filter_map(Value::as_object_mut) {
-        for operation in item.values_mut() {
-            for parameter in operation
-                .get_mut("parameters")
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                if parameter.get("in").and_then(Value::as_str) != Some("header") {
-                    continue;
-                }
-                let Some(types) = parameter
-                    .pointer_mut("/schema/type")
-                    .and_then(Value::as_array_mut)
-                else {
-                    continue;
-                };
-                types.retain(|t| t != "null");
-                if let [only] = types.as_slice() {
-                    let only = only.clone();
-                    if let Some(schema) = parameter.get_mut("schema").and_then(Value::as_object_mut)
-                    {
-                        schema.insert("type".into(), only);
-                    }
-                }
-            }
-            let responses = operation
-                .get_mut("responses")
-                .and_then(Value::as_object_mut);
-            for response in responses.into_iter().flat_map(|r| r.values_mut()) {
-                let links = response.get_mut("links").and_then(Value::as_object_mut);
-                for link in links
-                    .into_iter()
-                    .flat_map(|l| l.values_mut())
-                    .filter_map(Value::as_object_mut)
-                {
-                    for (from, to) in [
-                        ("operation_id", "operationId"),
-                        ("operation_ref", "operationRef"),
-                        ("request_body", "requestBody"),
-                    ] {
-                        if let Some(value) = link.remove(from) {
-                            link.insert(to.into(), value);
-                        }
-                    }
-                }
-            }
+    types.retain(|t| t != "null");
+    if let [only] = types.as_slice() {
+        let only = only.clone();
+        if let Some(schema) = parameter.get_mut("schema").and_then(Value::as_object_mut) {
+            schema.insert("type".into(), only);
         }
     }
 }

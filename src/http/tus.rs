@@ -18,7 +18,7 @@ const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,te
 const CHECKSUM_ALGORITHMS: &str = "sha1,sha256";
 const TUS_CONTENT_TYPE: &str = "application/offset+octet-stream";
 
-/// `OPTIONS /uploads` and `/uploads/{id}`, whatever the protocol: what this server speaks.
+/// `OPTIONS /uploads`, whatever the protocol: what this server speaks.
 #[utoipa::path(
     options,
     path = "/uploads",
