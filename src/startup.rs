@@ -3,7 +3,7 @@
 //! shares it.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,8 +129,8 @@ async fn open_engine(config: &Config) -> Result<Arc<Engine>, StartupError> {
     // power cut could otherwise take a new database, and every upload in it, away. With the
     // default layout the files directory's creation syncs this directory too (the power-cut
     // test passes without this call); with the bytes elsewhere this is the only sync.
-    if let Some(dir) = sqlite_file(&url).as_deref().and_then(Path::parent) {
-        crate::store::dirs::sync(dir).map_err(|e| StartupError::DataDir(dir.to_path_buf(), e))?;
+    if let Some(file) = sqlite_file(&url) {
+        crate::store::dirs::sync_parent(&file).map_err(|e| StartupError::DataDir(file, e))?;
     }
     // Over PostgreSQL, other instances may share the uploads: locks and progress go through it.
     let cluster: Arc<dyn Cluster> = match backend {

@@ -35,10 +35,33 @@ pub fn sync(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn sync_parent(path: &Path) -> io::Result<()> {
+/// Makes `path`'s entry in its directory durable.
+pub fn sync_parent(path: &Path) -> io::Result<()> {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => sync(parent),
         // A relative path's parent is the working directory.
         _ => sync(Path::new(".")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bare relative name (`sqlite:uploads.db`) lives in the working directory: its parent
+    /// is "", which cannot be opened, so "." is synced instead.
+    #[test]
+    fn a_bare_name_syncs_the_working_directory() {
+        assert_eq!(Path::new("uploads.db").parent(), Some(Path::new("")));
+        sync_parent(Path::new("uploads.db")).expect("the working directory syncs");
+    }
+
+    #[test]
+    fn missing_directories_are_created_with_their_parents() {
+        let root = tempfile::tempdir().expect("a temporary directory");
+        let deep = root.path().join("a/b/c");
+        create(&deep).expect("created");
+        assert!(deep.is_dir());
+        create(&deep).expect("created again: nothing to do but sync");
     }
 }
