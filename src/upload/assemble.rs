@@ -34,9 +34,6 @@ impl Engine {
         // Room for the final's bytes, empty: recreated if a failed try (or a crash) left
         // none, cut back if it left some.
         self.store.recover(&key, 0, None).await?;
-        // Room for the final's bytes, empty: recreated if a failed try (or a crash) left
-        // none, cut back if it left some.
-        self.store.recover(&key, 0, None).await?;
         let sources: Vec<(String, u64)> = parts
             .iter()
             .map(|p| (p.id.to_string(), p.received))
