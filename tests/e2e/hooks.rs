@@ -1648,12 +1648,17 @@ async fn only_the_upload_made_of_parts_is_finished_for_hooks() {
     let whole = id_of(&created.json().await.expect("status JSON"));
     let digest = sha_hex(&pieces.concat());
 
-    eventually(
-        Duration::from_secs(20),
-        "the whole's post-finish",
-        || async { has_sequence(&receiver, &whole, &["post-create", "post-finish"]) },
-    )
+    // Every event the three uploads raised delivered: their post-creates, the whole's
+    // post-finish, and nothing left queued that could still be a part's post-finish.
+    eventually(Duration::from_secs(20), "every event delivered", || async {
+        has_sequence(&receiver, &whole, &["post-create", "post-finish"])
+            && parts
+                .iter()
+                .all(|part| has_sequence(&receiver, part, &["post-create"]))
+            && queue_oldest(&server).await == 0.0
+    })
     .await;
+    assert_eq!(hook_count(&server, "post-finish", "queued").await, 1.0);
     let events = receiver.events();
     let finish = dedup(&post_events_of(&events, &whole))
         .pop()

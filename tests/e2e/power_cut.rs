@@ -593,7 +593,12 @@ async fn power_cut_rounds(direct: bool, cuts: usize) {
             std::thread::spawn(move || post_one_shots(port, seed, &stop, &acknowledged))
         };
         tokio::time::sleep(Duration::from_millis(10 + next(250))).await;
-        if clients.iter().any(|c| !c.is_finished()) {
+        // Mid-body: some upload has bytes on their way that nothing acknowledged yet.
+        let in_flight = streamed.iter().flatten().any(|(upload, _)| {
+            let sent = upload.sent.load(Ordering::SeqCst);
+            sent < upload.bytes.len() as u64 && sent > upload.confirmed.load(Ordering::SeqCst)
+        });
+        if in_flight {
             mid_body += 1;
         }
         clients.extend([one_shots, watcher]);

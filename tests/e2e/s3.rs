@@ -385,17 +385,6 @@ async fn deleting_an_unfinished_upload_aborts_its_parts_and_removes_its_tail() {
         .await;
 }
 
-/// The answer to `GET /uploads/<id>`: 200, or 410 once removed, or 404 once forgotten.
-async fn status_code(server: &TestServer, id: &str) -> u16 {
-    client()
-        .get(server.url(&format!("/uploads/{id}")))
-        .send()
-        .await
-        .expect("status")
-        .status()
-        .as_u16()
-}
-
 /// Waits until the server has expired `count` uploads in all (each is counted as its
 /// expiry sweep removes it, whether or not the store could then delete its bytes).
 async fn wait_expired(server: &TestServer, count: u64) {
