@@ -62,7 +62,8 @@ fn main() {
         if runs > 1 {
             println!("-- run {} of {runs}", run + 1);
         }
-        let server = Server::start(&work.join(format!("data-{run}")));
+        let data = work.join(format!("data-{run}"));
+        let server = Server::start(&data);
         figures.push(measure(
             "local directory",
             &server,
@@ -70,6 +71,9 @@ fn main() {
             single_size,
             raw,
         ));
+        // Each run's gigabytes go before the next run writes its own.
+        drop(server);
+        let _ = std::fs::remove_dir_all(&data);
     }
     if !quick {
         print_targets(&figures);
