@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use uuid::Uuid;
 
 /// A random UUID v4, always written lowercase with hyphens. Knowing it is the capability.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct UploadId(Uuid);
 
 impl UploadId {

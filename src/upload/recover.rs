@@ -73,7 +73,7 @@ impl Engine {
                 repaired += 1;
             }
         }
-        finals.sort_by_key(|id| id.to_string());
+        finals.sort_unstable();
         finals.dedup();
         for id in finals {
             if let Err(e) = self.assemble(id).await {
