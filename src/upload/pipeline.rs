@@ -1,14 +1,13 @@
 //! The byte path of an append: socket → batch → hasher → file, in one pass.
 //!
-//! The async side reads body chunks and gathers them (without copying) into batches. Each
-//! batch is hashed (SHA-256 and the chunk's own checksum) in one blocking job and then written
-//! in another, while the next batch is read and hashed: receiving, hashing and writing overlap
-//! (with hashing and writing on one thread, that thread was the bottleneck while a core
-//! idled). Jobs run on tokio's blocking threads, at most `Jobs`' count at once for all appends
-//! together, and only while bytes flow: a body that trickles or stalls holds no thread.
-//! At most five batches per append are in memory: one gathering and four in the pipeline. A
-//! job takes every batch waiting for it, so when the disk or the hasher falls behind, fewer,
-//! larger jobs carry the same bytes.
+//! The async side reads body chunks, hashes each (SHA-256 and the chunk's own checksum) as it
+//! arrives, while it is still in the cache, and gathers them (without copying) into batches.
+//! Each batch is written in a blocking job while the next is read and hashed, so receiving
+//! and hashing on one core overlap writing on the other. Jobs run on tokio's blocking
+//! threads, at most `Jobs`' count at once for all appends together, and only while bytes
+//! flow: a body that trickles or stalls holds no thread. At most five batches per append are
+//! in memory: one gathering and four in the pipeline. A job takes every batch waiting for it,
+//! so when the disk falls behind, fewer, larger jobs carry the same bytes.
 //!
 //! While bytes flow, the writer makes them durable now and then and reports a checkpoint
 //! (position and hasher state); the engine commits it so progress messages only ever show
@@ -27,12 +26,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::checksum::ChunkHasher;
 use super::error::UploadError;
-use super::stages::Pipeline;
+use super::stages::{Batch, Hashing, Pipeline};
 use crate::store::{Sink, StoreError};
 
 /// Buffers gathered before a hand-off to the hasher; 256 KiB–2 MiB measured alike here.
 const BATCH_BYTES: usize = 256 * 1024;
-/// Batches in the pipeline (waiting, hashing, hashed, writing) before the body is read again.
+/// Batches in the pipeline (waiting or writing) before the body is read again.
 pub(super) const QUEUED_BATCHES: usize = 4;
 /// Batches queued across every append streaming now. One append keeps `QUEUED_BATCHES` in
 /// flight (what a single upload needs to keep both cores busy); many share this many, down
@@ -81,7 +80,7 @@ pub struct Pumped {
     pub failure: Option<StoreError>,
 }
 
-/// The hash and write jobs of every append share these places: a fixed number of blocking
+/// The write jobs of every append share these places: a fixed number of blocking
 /// threads, however many appends stream.
 #[derive(Clone)]
 pub struct Jobs(Arc<Semaphore>, Arc<AtomicUsize>);
@@ -170,12 +169,12 @@ impl Pump {
         F: FnMut(Checkpoint) -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let mut line = Pipeline::new(self.sink, self.hasher, self.chunk, self.checkpoints);
+        let mut hashing = Hashing::new(self.hasher, self.chunk, self.checkpoints, &*self.sink);
+        let mut line = Pipeline::new(self.sink);
         let jobs = self.jobs;
         let _streaming = jobs.streaming();
         let mut room = self.room;
-        let mut batch = Vec::new();
-        let mut batch_len = 0;
+        let mut batch = Batch::default();
         let idle = tokio::time::sleep(self.idle_timeout);
         tokio::pin!(idle);
         let window = self.min_rate.map_or(Duration::MAX, |rate| rate.window);
@@ -201,7 +200,7 @@ impl Pump {
                 biased;
                 _ = cancel.cancelled() => break End::Cancelled,
                 done = line.next_done(), if line.busy() => {
-                    if let Some(checkpoint) = line.finished(done?) {
+                    if let Some(checkpoint) = done? {
                         unsaved = None;
                         if !on_checkpoint(checkpoint.clone()).await {
                             unsaved = Some(checkpoint);
@@ -223,11 +222,8 @@ impl Pump {
                 }
                 () = &mut quiet, if quiet_armed => {
                     quiet_armed = false;
-                    if !batch.is_empty() {
-                        batch_len = 0;
-                        line.push(std::mem::take(&mut batch));
-                    }
-                    line.force_checkpoint();
+                    hashing.seal(&mut batch, true);
+                    line.push(std::mem::take(&mut batch));
                 }
                 () = &mut idle => break End::Idle,
                 () = &mut rate_check, if self.min_rate.is_some() => {
@@ -253,10 +249,9 @@ impl Pump {
                     }
                     room -= data.len() as u64;
                     window_bytes += data.len() as u64;
-                    batch_len += data.len();
-                    batch.push(data);
-                    if batch_len >= BATCH_BYTES {
-                        batch_len = 0;
+                    hashing.add(&mut batch, data);
+                    if batch.len() >= BATCH_BYTES {
+                        hashing.seal(&mut batch, false);
                         line.push(std::mem::take(&mut batch));
                     }
                     if overshoot {
@@ -266,7 +261,8 @@ impl Pump {
             }
         };
         line.drain(batch, &jobs).await?;
-        let (sink, hasher, chunk, failure) = line.close()?;
+        let (sink, failure) = line.close()?;
+        let (hasher, chunk) = hashing.into_parts();
         Ok(Pumped {
             end,
             sink,
