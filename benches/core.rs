@@ -289,12 +289,7 @@ impl Requests {
 
 fn expected_digest(chunk: &[u8], size: u64) -> String {
     let mut hasher = Sha256::new();
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        hasher.update(&chunk[..n]);
-        left -= n as u64;
-    }
+    support::pieces(chunk, size).for_each(|piece| hasher.update(piece));
     hasher
         .finalize()
         .iter()

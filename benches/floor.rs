@@ -23,7 +23,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
-use support::{pseudo_random, MIB};
+use support::{pieces, pseudo_random, MIB};
 
 const READ_BYTES: usize = 256 * 1024;
 const ALIGN: usize = 4096;
@@ -91,12 +91,7 @@ fn thread_cpu() -> f64 {
 fn hash_in_memory(data: &[u8], size: u64) -> f64 {
     let started = thread_cpu();
     let mut hasher = Sha256::new();
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(data.len() as u64) as usize;
-        hasher.update(&data[..n]);
-        left -= n as u64;
-    }
+    pieces(data, size).for_each(|piece| hasher.update(piece));
     std::hint::black_box(hasher.finalize());
     thread_cpu() - started
 }
@@ -110,11 +105,8 @@ fn transfer(step: Step, data: &[u8], size: u64, path: &Path) -> (f64, f64) {
     let sender = std::thread::spawn(move || {
         let started = thread_cpu();
         let mut socket = TcpStream::connect(address).expect("connect");
-        let mut left = size;
-        while left > 0 {
-            let n = left.min(data.len() as u64) as usize;
-            socket.write_all(&data[..n]).expect("send");
-            left -= n as u64;
+        for piece in pieces(&data, size) {
+            socket.write_all(piece).expect("send");
         }
         drop(socket);
         thread_cpu() - started

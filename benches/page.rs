@@ -23,11 +23,8 @@ fn main() {
     let chunk = pseudo_random(8 << 20);
     let path = work.join("page-bench.bin");
     let mut file = std::fs::File::create(&path).expect("test file");
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        file.write_all(&chunk[..n]).expect("write test file");
-        left -= n as u64;
+    for piece in support::pieces(&chunk, size) {
+        file.write_all(piece).expect("write test file");
     }
     drop(file);
 

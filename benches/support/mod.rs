@@ -13,6 +13,15 @@ pub fn mb_per_s(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / secs / 1e6
 }
 
+/// `size` bytes as `chunk` repeated: whole chunks, then the start of one.
+pub fn pieces(chunk: &[u8], size: u64) -> impl Iterator<Item = &[u8]> {
+    let whole = size / chunk.len() as u64;
+    let rest = (size % chunk.len() as u64) as usize;
+    (0..whole)
+        .map(move |_| chunk)
+        .chain((rest > 0).then(|| &chunk[..rest]))
+}
+
 /// Deterministic bytes that do not compress or dedupe (xorshift).
 pub fn pseudo_random(len: usize) -> Vec<u8> {
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
