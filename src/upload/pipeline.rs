@@ -1,4 +1,4 @@
-//! The byte path of an append: socket → batch → hasher → file, in one pass.
+//! The byte path of an append: socket → hasher → batch → file, in one pass.
 //!
 //! The async side reads body chunks, hashes each (SHA-256 and the chunk's own checksum) as it
 //! arrives, while it is still in the cache, and gathers them (without copying) into batches.
@@ -29,7 +29,7 @@ use super::error::UploadError;
 use super::stages::{Batch, Hashing, Pipeline};
 use crate::store::{Sink, StoreError};
 
-/// Buffers gathered before a hand-off to the hasher; 256 KiB–2 MiB measured alike here.
+/// Bytes gathered before a hand-off to the writer; 256 KiB–2 MiB measured alike here.
 const BATCH_BYTES: usize = 256 * 1024;
 /// Batches in the pipeline (waiting or writing) before the body is read again.
 pub(super) const QUEUED_BATCHES: usize = 4;
@@ -170,7 +170,7 @@ impl Pump {
         Fut: std::future::Future<Output = bool>,
     {
         let mut hashing = Hashing::new(self.hasher, self.chunk, self.checkpoints, &*self.sink);
-        let mut line = Pipeline::new(self.sink);
+        let mut line = Pipeline::new(self.sink, hashing.has_marks());
         let jobs = self.jobs;
         let _streaming = jobs.streaming();
         let mut room = self.room;
@@ -201,6 +201,7 @@ impl Pump {
                 _ = cancel.cancelled() => break End::Cancelled,
                 done = line.next_done(), if line.busy() => {
                     if let Some(checkpoint) = done? {
+                        hashing.checkpointed();
                         unsaved = None;
                         if !on_checkpoint(checkpoint.clone()).await {
                             unsaved = Some(checkpoint);

@@ -17,8 +17,7 @@ use crate::store::{Sink, StoreError};
 ///
 /// They run where the bytes arrive, on the worker that read them from the socket, while the
 /// bytes are still in that core's cache. A blocking hash job per batch cost two thread
-/// hand-offs and a cold read of every byte; hashing here took one 1 GiB PATCH from
-/// 1.66–1.81 to 1.53–1.64 CPU-s (docs/performance.md).
+/// hand-offs and a cold read of every byte (docs/performance.md, "Tried", has the figures).
 pub(super) struct Hashing {
     hasher: Sha256,
     chunk: Option<ChunkHasher>,
@@ -47,7 +46,7 @@ impl Batch {
 
     /// Neither bytes to write nor a checkpoint to make.
     fn is_idle(&self) -> bool {
-        self.data.is_empty() && self.states.is_empty()
+        self.len == 0 && self.states.is_empty()
     }
 }
 
@@ -89,14 +88,25 @@ impl Hashing {
 
     /// Ends `batch` for the writer. A store durable anywhere gets the hasher's state at the
     /// batch's end when a checkpoint is due by time, or when `force`d (the body went quiet).
+    /// A checkpoint stays due until the writer has made one (`checkpointed`): batches merged
+    /// while the disk is behind keep only the newest state, so each must carry one.
     pub(super) fn seal(&mut self, batch: &mut Batch, force: bool) {
         let due = self.checkpoints
             && self.every.is_none()
             && (force || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY);
         if due {
-            self.last_checkpoint = Instant::now();
             batch.states.push((self.position, save_state(&self.hasher)));
         }
+    }
+
+    /// The writer made a checkpoint: the next is due a `CHECKPOINT_EVERY` from now.
+    pub(super) fn checkpointed(&mut self) {
+        self.last_checkpoint = Instant::now();
+    }
+
+    /// Whether the store is durable only at its own marks (see `every`).
+    pub(super) fn has_marks(&self) -> bool {
+        self.every.is_some()
     }
 
     pub(super) fn into_parts(self) -> (Sha256, Option<ChunkHasher>) {
@@ -136,9 +146,10 @@ pub(super) struct Pipeline {
 }
 
 impl Pipeline {
-    pub(super) fn new(sink: Box<dyn Sink>) -> Self {
+    /// `marks`: the store is durable only at its own marks (`Hashing::has_marks`).
+    pub(super) fn new(sink: Box<dyn Sink>, marks: bool) -> Self {
         Pipeline {
-            marks: sink.durable_every().is_some_and(|n| n > 0),
+            marks,
             write: Some(WriteSide {
                 sink,
                 failure: None,
@@ -182,10 +193,11 @@ impl Pipeline {
 
     /// Hands the waiting batches to the writer if it is idle.
     pub(super) async fn start_jobs(&mut self, jobs: &Jobs) {
-        if self.write.is_none() || self.waiting.is_none() {
+        let Some(side) = self.write.take_if(|_| self.waiting.is_some()) else {
             return;
-        }
-        let (Some(side), Some(batch)) = (self.write.take(), self.waiting.take()) else {
+        };
+        let Some(batch) = self.waiting.take() else {
+            self.write = Some(side);
             return;
         };
         if side.failure.is_some() {
@@ -312,6 +324,143 @@ mod tests {
         }
     }
 
+    /// A store in memory, durable at its marks (or anywhere), whose writes fail past `fail_at`.
+    struct MemorySink {
+        bytes: Vec<u8>,
+        every: Option<u64>,
+        fail_at: Option<usize>,
+    }
+
+    impl MemorySink {
+        fn boxed(every: Option<u64>, fail_at: Option<usize>) -> Box<dyn Sink> {
+            Box::new(MemorySink {
+                bytes: Vec::new(),
+                every,
+                fail_at,
+            })
+        }
+    }
+
+    impl Sink for MemorySink {
+        fn position(&self) -> u64 {
+            self.bytes.len() as u64
+        }
+
+        fn write(&mut self, buf: &[u8]) -> crate::store::Result<()> {
+            if self
+                .fail_at
+                .is_some_and(|at| self.bytes.len() + buf.len() > at)
+            {
+                let full = std::io::Error::other("full");
+                return Err(StoreError::new("write", "memory", full));
+            }
+            self.bytes.extend_from_slice(buf);
+            Ok(())
+        }
+
+        fn sync(&mut self) -> crate::store::Result<u64> {
+            let at = self.position();
+            Ok(self.every.map_or(at, |every| at / every * every))
+        }
+
+        fn truncate_to(&mut self, len: u64) -> crate::store::Result<()> {
+            self.bytes.truncate(len as usize);
+            Ok(())
+        }
+
+        fn durable_every(&self) -> Option<u64> {
+            self.every
+        }
+    }
+
+    fn batch_of(side: &mut Hashing, bytes: &[u8]) -> Batch {
+        let mut batch = Batch::default();
+        side.add(&mut batch, Bytes::copy_from_slice(bytes));
+        side.seal(&mut batch, false);
+        batch
+    }
+
+    /// Writes what is waiting in one job; returns its checkpoint.
+    async fn one_job(line: &mut Pipeline, jobs: &Jobs) -> Option<Checkpoint> {
+        line.start_jobs(jobs).await;
+        assert!(line.busy(), "a job started");
+        line.next_done().await.expect("the job ran")
+    }
+
+    fn hash_of(bytes: &[u8]) -> Vec<u8> {
+        Sha256::digest(bytes).to_vec()
+    }
+
+    fn restored(checkpoint: &Checkpoint) -> Vec<u8> {
+        let state = restore_state(&checkpoint.hash_state).expect("a saved state");
+        state.finalize().to_vec()
+    }
+
+    #[tokio::test]
+    async fn batches_merged_for_a_store_with_marks_keep_every_mark() {
+        let bytes: Vec<u8> = (0..19u8).collect();
+        let mut side = hashing(0, Some(10));
+        let mut line = Pipeline::new(MemorySink::boxed(Some(10), None), side.has_marks());
+        line.push(batch_of(&mut side, &bytes[..15]));
+        line.push(batch_of(&mut side, &bytes[15..]));
+        assert_eq!(line.queued, 2);
+        let checkpoint = one_job(&mut line, &Jobs::new(2))
+            .await
+            .expect("a checkpoint");
+        assert_eq!(checkpoint.received, 10, "durable at the first batch's mark");
+        assert_eq!(restored(&checkpoint), hash_of(&bytes[..10]));
+        assert_eq!(line.queued, 0, "the queue empties");
+        let (sink, failure) = line.close().expect("idle");
+        assert!(failure.is_none());
+        assert_eq!(sink.position(), 19);
+    }
+
+    #[tokio::test]
+    async fn a_due_checkpoint_survives_batches_merged_behind_a_slow_disk() {
+        let mut side = hashing(0, None);
+        side.last_checkpoint = Instant::now() - CHECKPOINT_EVERY;
+        let mut line = Pipeline::new(MemorySink::boxed(None, None), side.has_marks());
+        // Both sealed before the writer reports: the second must carry a state too, since
+        // the merge keeps only the newest.
+        line.push(batch_of(&mut side, b"abc"));
+        line.push(batch_of(&mut side, b"de"));
+        let jobs = Jobs::new(2);
+        let checkpoint = one_job(&mut line, &jobs).await.expect("a checkpoint");
+        assert_eq!(checkpoint.received, 5);
+        assert_eq!(restored(&checkpoint), hash_of(b"abcde"));
+        side.checkpointed();
+        line.push(batch_of(&mut side, b"f"));
+        assert!(
+            one_job(&mut line, &jobs).await.is_none(),
+            "not due again yet"
+        );
+        assert_eq!(line.queued, 0);
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_write_nothing_more_is_written() {
+        let mut side = hashing(0, None);
+        let mut line = Pipeline::new(MemorySink::boxed(None, Some(4)), side.has_marks());
+        line.push(batch_of(&mut side, b"abcdef"));
+        let jobs = Jobs::new(2);
+        assert!(one_job(&mut line, &jobs).await.is_none());
+        assert!(line.failed());
+        line.push(batch_of(&mut side, b"gh"));
+        line.drain(Batch::default(), &jobs).await.expect("drained");
+        assert_eq!(line.queued, 0, "the batches after the failure are dropped");
+        let (sink, failure) = line.close().expect("idle");
+        assert!(failure.is_some());
+        assert_eq!(sink.position(), 0, "nothing written after the failure");
+    }
+
+    #[test]
+    fn a_batch_of_empty_chunks_is_not_pushed() {
+        let mut side = hashing(0, None);
+        let mut line = Pipeline::new(MemorySink::boxed(None, None), false);
+        line.push(batch_of(&mut side, b""));
+        assert_eq!(line.queued, 0);
+    }
+
     #[test]
     fn without_marks_a_state_is_saved_at_the_batch_end_when_due() {
         let mut side = hashing(0, None);
@@ -322,6 +471,7 @@ mod tests {
         side.seal(&mut batch, false);
         assert_eq!(marks(&batch), [3]);
 
+        side.checkpointed();
         let mut batch = Batch::default();
         side.add(&mut batch, Bytes::from_static(b"de"));
         side.seal(&mut batch, false);
