@@ -110,7 +110,9 @@ async fn start_watching(
 ) -> Result<(Watcher, Slot), ApiError> {
     let id = parse_id(path)?;
     let mut slot = ctx.watchers.take(&id.to_string())?;
-    let watcher = engine.watch(id).await?;
+    // Boxed: the database read inside is a large future, and a watcher's handler would
+    // otherwise keep room for it for as long as it waits (4.4 KiB of every pending long poll).
+    let watcher = Box::pin(engine.watch(id)).await?;
     slot.gauge = Some(engine.metrics().watcher(channel));
     Ok((watcher, slot))
 }
