@@ -23,6 +23,8 @@ pub(super) struct Hashing {
     chunk: Option<ChunkHasher>,
     checkpoints: bool,
     last_checkpoint: Instant,
+    /// A checkpoint was asked for (the body went quiet) and the writer has not made one yet.
+    forced: bool,
     /// The upload offset after the bytes hashed so far.
     position: u64,
     /// The store's durability marks (see `Sink::durable_every`): the hasher's state is saved
@@ -62,6 +64,7 @@ impl Hashing {
             chunk,
             checkpoints,
             last_checkpoint: Instant::now(),
+            forced: false,
             position: sink.position(),
             every: sink.durable_every().filter(|n| *n > 0),
         }
@@ -88,12 +91,13 @@ impl Hashing {
 
     /// Ends `batch` for the writer. A store durable anywhere gets the hasher's state at the
     /// batch's end when a checkpoint is due by time, or when `force`d (the body went quiet).
-    /// A checkpoint stays due until the writer has made one (`checkpointed`): batches merged
-    /// while the disk is behind keep only the newest state, so each must carry one.
+    /// Either stays due until the writer has made one (`checkpointed`): batches merged while
+    /// the disk is behind keep only the newest state, so each must carry one.
     pub(super) fn seal(&mut self, batch: &mut Batch, force: bool) {
+        self.forced |= force;
         let due = self.checkpoints
             && self.every.is_none()
-            && (force || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY);
+            && (self.forced || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY);
         if due {
             batch.states.push((self.position, save_state(&self.hasher)));
         }
@@ -102,6 +106,7 @@ impl Hashing {
     /// The writer made a checkpoint: the next is due a `CHECKPOINT_EVERY` from now.
     pub(super) fn checkpointed(&mut self) {
         self.last_checkpoint = Instant::now();
+        self.forced = false;
     }
 
     /// Whether the store is durable only at its own marks (see `every`).
@@ -292,6 +297,7 @@ mod tests {
             chunk: None,
             checkpoints: true,
             last_checkpoint: Instant::now(),
+            forced: false,
             position,
             every,
         }
@@ -478,5 +484,17 @@ mod tests {
         assert!(batch.states.is_empty(), "not due yet");
         side.seal(&mut batch, true);
         assert_eq!(marks(&batch), [5], "forced");
+
+        // Bytes sealed after a forced state, before the writer reports, carry one too: the
+        // merge keeps only the newest.
+        let mut batch = Batch::default();
+        side.add(&mut batch, Bytes::from_static(b"f"));
+        side.seal(&mut batch, false);
+        assert_eq!(marks(&batch), [6], "still forced");
+        side.checkpointed();
+        let mut batch = Batch::default();
+        side.add(&mut batch, Bytes::from_static(b"g"));
+        side.seal(&mut batch, false);
+        assert!(batch.states.is_empty(), "the writer made it");
     }
 }
