@@ -455,14 +455,27 @@ async fn a_multipart_patch_is_refused() {
 #[tokio::test]
 async fn bytes_followed_by_silence_are_counted_while_the_body_stays_open() {
     let server = TestServer::start();
-    let id = id_of(&create(&server, "stall.bin", 1_000_000).await);
-    let bytes = data(100_000, 77);
-    // Less than a batch, then nothing more: the body stays open.
-    let _open = open_patch(server.port, &id, 0, 1_000_000, &bytes);
-    eventually(
-        Duration::from_secs(10),
-        "the stalled bytes to be counted",
-        || async { received(&server, &id).await == 100_000 },
-    )
-    .await;
+    let size = 1_000_000;
+    let bytes = data(size, 77);
+    // Less than a batch (the silence seals the batch with them), and exactly one batch of
+    // 256 KiB (already handed to the writer when the silence comes, so the checkpoint goes
+    // alone after it).
+    for sent in [100_000, 256 * 1024] {
+        let id = id_of(&create(&server, "stall.bin", size as u64).await);
+        let open = open_patch(server.port, &id, 0, size, &bytes[..sent]);
+        eventually(
+            Duration::from_secs(10),
+            "the stalled bytes to be counted",
+            || async { received(&server, &id).await == sent as u64 },
+        )
+        .await;
+        // The client gives up and resumes where the server says.
+        drop(open);
+        let response = patch(&server, &id, sent as u64, bytes[sent..].to_vec()).await;
+        assert_eq!(response.status(), 200, "resumed after {sent} bytes");
+        let status = status(&server, &id).await;
+        assert_eq!(status["state"], "complete", "after {sent} bytes");
+        assert_eq!(status["sha256"], sha_hex(&bytes));
+        assert_eq!(content(&server, &id).await, bytes);
+    }
 }
