@@ -198,12 +198,13 @@ impl Pipeline {
 
     /// Hands the waiting batches to the writer if it is idle.
     pub(super) async fn start_jobs(&mut self, jobs: &Jobs) {
-        let Some(side) = self.write.take_if(|_| self.waiting.is_some()) else {
-            return;
-        };
-        let Some(batch) = self.waiting.take() else {
-            self.write = Some(side);
-            return;
+        let (side, batch) = match (self.write.take(), self.waiting.take()) {
+            (Some(side), Some(batch)) => (side, batch),
+            // The writer is busy or nothing waits: both stay as they were.
+            (side, batch) => {
+                (self.write, self.waiting) = (side, batch);
+                return;
+            }
         };
         if side.failure.is_some() {
             // Nothing more is written after a failure; the batches are dropped.
